@@ -1,0 +1,31 @@
+# One command each: `make demo` (install if needed, train, evaluate) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test docs clean
+
+install: $(STAMP)
+
+# torch/torchvision are pinned in constraints.txt; pyproject.toml keeps ranges.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/mlptrain fit configs/quickstart.yaml --run-dir runs/quickstart/demo-$$(date +%Y-%m-%d_%H-%M-%S)
+	$(BIN)/mlptrain eval $$(ls -td runs/quickstart/demo-* | head -1)/checkpoints/best.pt
+	@echo "TensorBoard: $(BIN)/mlptrain tensorboard runs   (then open http://127.0.0.1:6006/)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# Regenerate the README's config reference from the pydantic models.
+docs: install
+	$(BIN)/python -m mlptrain.docs README.md
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,330 @@
+"""The command line: Typer commands that call ``pipeline`` and print what comes back.
+
+This is the only module that prints errors or exits: an ``MlptrainError`` becomes one line on
+stderr and its exit code (``--debug`` shows the traceback). Heavy imports (torch, sklearn) happen
+inside the commands so ``mlptrain --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlptrain.errors import MlptrainError
+
+# Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
+ClickException: type[Exception] = typer.BadParameter.__mro__[2]
+
+app = typer.Typer(
+    name="mlptrain",
+    help="Train multi-layer perceptrons from one YAML file.\n\nStart with `mlptrain init my.yaml`, then `mlptrain fit my.yaml`.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fmt(value: Any) -> str:
+    """One format for every metric `fit` and `eval` print, so they can be compared digit by digit."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors.")) -> None:
+    """Global options (read by ``main``)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress: a live bar on a terminal, one plain line per epoch elsewhere.
+
+
+class PlainProgress:
+    """One line per epoch: what CI logs and pipes want."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+
+    def advance(self, steps: int, loss: Optional[float]) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+        keys = [k for k in ("train/loss", "train/accuracy", "val/loss", self.monitor) if k in values]
+        shown = "  ".join(f"{k} {fmt(values[k])}" for k in dict.fromkeys(keys)) + f"  lr {values['lr']:.3g}"
+        out.print(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  {shown}{'  *' if improved else ''}")
+
+
+class BarProgress:
+    """A rich progress bar over all steps, showing the running loss and the monitored metric."""
+
+    def __init__(self, monitor: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.monitor = monitor
+        self.bar = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[metric]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=out, transient=False,
+        )
+        self.task: Any = None
+        self.metric = ""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("fit", total=steps * epochs, epoch=f"1/{epochs}", loss="-", metric="")
+        self.bar.update(self.task, epoch=f"{epoch}/{epochs}")
+
+    def advance(self, steps: int, loss: Optional[float]) -> None:
+        self.bar.update(self.task, advance=steps, loss=fmt(loss) if loss is not None else "-")
+
+    def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+        value = values.get(self.monitor)
+        self.bar.update(self.task, metric=f"{self.monitor} {fmt(value)}" if value is not None else "")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.bar.stop()
+
+
+def make_progress(kind: str, monitor: str) -> Any:
+    from mlptrain.engine import NoProgress
+
+    if kind == "auto":
+        kind = "bar" if out.is_terminal else "plain"
+    return {"bar": BarProgress, "plain": PlainProgress}.get(kind, lambda m: NoProgress())(monitor)
+
+
+def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    for split in metrics:
+        table.add_column(split, justify="right")
+    names: list[str] = []
+    for m in metrics.values():
+        names += [k for k in m if k not in names]
+    for name in names:
+        table.add_row(name, *(fmt(metrics[s].get(name, "")) for s in metrics))
+    return table
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands
+
+
+@app.command(epilog="Example: mlptrain fit configs/quickstart.yaml --set optimizer.lr=0.01 --set model.hidden=[128,128]")
+def fit(
+    config: Path = typer.Argument(..., help="YAML spec to train."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a value: --set optimizer.lr=0.01 (repeatable)."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N (overrides train.device)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact directory for this run (must be new or empty)."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name: runs/<name>/<timestamp>/ (default: the config's name)."),
+) -> None:
+    """Train a model from a YAML spec: early stopping, checkpoints, metrics.csv, TensorBoard."""
+    from mlptrain.config import load_spec
+
+    overrides = list(set_)
+    if device:
+        overrides.append(f"train.device={device}")
+    if name:
+        overrides.append(f"name={name}")
+    spec = load_spec(config, overrides)
+
+    from mlptrain import pipeline
+
+    path = pipeline.start_run(spec, None, run_dir)
+    out.print(f"run directory: {path}")
+    progress = make_progress(spec.logging.progress, spec.train.early_stopping.monitor)
+    try:
+        result = pipeline.train(spec, path, spec.train.device, progress)
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
+    s = result.summary
+    out.print(metrics_table(result.metrics, f"final metrics ({s['final_weights']} weights, epoch {s['best_epoch'] if s['final_weights'] == 'best' else s['epochs_run']})"))
+    stop = "stopped early" if s["stopped_early"] else "ran all epochs"
+    out.print(
+        f"{s['epochs_run']} epochs ({stop}) in {s['train_seconds']:.1f}s on {s['device']}; "
+        f"best {s['monitor']} {fmt(s['best_value'])} at epoch {s['best_epoch']}; {s['parameters']} parameters"
+    )
+    out.print(f"checkpoint: {result.checkpoint}")
+    out.print(f"evaluate:   mlptrain eval {result.checkpoint}")
+    if spec.logging.tensorboard:
+        logdir = Path(path).parent.parent if run_dir is None else Path(path)
+        out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")
+
+
+@app.command("eval", epilog="Example: mlptrain eval runs/quickstart/2026-01-01_12-00-00/checkpoints/best.pt --split test --json")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="A .pt file from a run's checkpoints/ folder."),
+    split: str = typer.Option("test", "--split", help="train | val | test: which split of the run's own data."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A new CSV/NPZ file with the training columns (and the target)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON to this file."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Score a checkpoint on a split of its data (or a new file): the same metrics `fit` printed."""
+    if split not in ("train", "val", "test"):
+        raise typer.BadParameter(f"'{split}' is not one of train, val, test", param_hint="--split")
+    from mlptrain import pipeline
+
+    result = pipeline.evaluate_checkpoint(checkpoint, split, data, device)
+    if output is not None:
+        from mlptrain.runs import atomic_write_text
+
+        atomic_write_text(output, json.dumps(result, indent=2) + "\n")
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    out.print(f"{result['checkpoint']}  ({result['data']}, {result['rows']} rows, {result['task']})")
+    label = "data" if data is not None else split
+    out.print(metrics_table({label: result["metrics"]}, "metrics"))
+    cm = result.get("confusion_matrix")
+    if cm is not None and len(cm) <= 20:
+        table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        table.add_column("")
+        for name in result["class_names"]:
+            table.add_column(str(name), justify="right")
+        for name, row in zip(result["class_names"], cm):
+            table.add_row(str(name), *(str(v) for v in row))
+        out.print(table)
+
+
+@app.command(epilog="Example: mlptrain predict runs/csv_example/<time>/checkpoints/best.pt configs/data/flowers.csv -o preds.csv")
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A .pt file from a run's checkpoints/ folder."),
+    input: Path = typer.Argument(..., help="CSV (same feature columns) or NPZ/NPY (array x) to predict."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .npz)."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Write predictions: the class and per-class probabilities, or regression values."""
+    from mlptrain import pipeline
+
+    if output.exists():
+        raise MlptrainError(f"--output {output}: file exists; choose a new name (predictions never overwrite a file)")
+    rows = pipeline.predict_file(checkpoint, input, output, device)
+    out.print(f"wrote {rows} predictions to {output}")
+
+
+@app.command(epilog="Example: mlptrain validate configs/xor.yaml --set model.hidden=[]")
+def validate(
+    config: Path = typer.Argument(..., help="YAML spec to check."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a value, as for fit."),
+) -> None:
+    """Check a spec without training: print the resolved config and a layer-by-layer model summary."""
+    from mlptrain.config import dump_yaml, load_spec, spec_to_dict
+
+    spec = load_spec(config, list(set_))
+    from mlptrain import pipeline
+
+    info = pipeline.describe(spec)
+    out.print("# resolved config")
+    out.print(dump_yaml(spec_to_dict(spec)), markup=False)
+    rows = info["rows"]
+    out.print(
+        f"task: {info['task']} (loss {info['loss']}); inputs {info['in_features']}, outputs {info['out_features']}; "
+        f"rows train {rows['train']}, val {rows['val']}, test {rows['test']}"
+    )
+    table = Table(title="model", title_justify="left")
+    for col, justify in (("layer", "left"), ("module", "left"), ("output shape", "right"), ("weights", "left"), ("params", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in info["layers"]:
+        shape = "[" + ", ".join("N" if d is None else str(d) for d in row["output"]) + "]"
+        weights = ", ".join(f"{k} {list(v)}" for k, v in row["weights"].items())
+        table.add_row(row["name"], row["layer"], shape, weights, str(row["params"]))
+    out.print(table)
+    out.print(f"learnable parameters: {info['parameters']}")
+    out.print(f"monitor: {info['monitor']} (logged: {', '.join(info['metrics'])})")
+    out.print("config OK")
+
+
+@app.command(epilog="Example: mlptrain init my_experiment.yaml && mlptrain fit my_experiment.yaml")
+def init(path: Path = typer.Argument(Path("mlptrain.yaml"), help="Where to write the starter config.")) -> None:
+    """Write a commented starter config that runs as is."""
+    from mlptrain.starter import STARTER
+
+    if path.exists():
+        raise MlptrainError(f"{path}: file exists; choose another path (init never overwrites)")
+    from mlptrain.runs import atomic_write_text
+
+    atomic_write_text(path, STARTER)
+    out.print(f"wrote {path}; train it with: mlptrain fit {path}")
+
+
+@app.command(epilog="Example: mlptrain tensorboard runs --port 6007")
+def tensorboard(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Directory holding run directories."),
+    port: int = typer.Option(6006, "--port", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 to share on the network)."),
+) -> None:
+    """Start TensorBoard on the runs directory and print its URL."""
+    import subprocess
+
+    if not runs_dir.is_dir():
+        raise MlptrainError(f"{runs_dir}: no such runs directory; train something first (mlptrain fit CONFIG)")
+    out.print(f"TensorBoard on http://{host}:{port}/  (logdir {runs_dir}; Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs_dir), "--port", str(port), "--host", host]
+    try:
+        code = subprocess.call(cmd)
+    except KeyboardInterrupt:
+        code = 0
+    if code:
+        raise MlptrainError(f"tensorboard exited with code {code} (is port {port} in use? try --port)")
+
+
+@app.command(epilog="Example: mlptrain schema > mlptrain.schema.json  (then point your editor's YAML plugin at it)")
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
+    """Print the JSON Schema of the spec, for editor validation and completion."""
+    from mlptrain.config import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        from mlptrain.runs import atomic_write_text
+
+        atomic_write_text(output, text + "\n")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: run the app and turn every error into one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MLPTRAIN_DEBUG") == "1"
+    try:
+        result = app(args=args, prog_name="mlptrain", standalone_mode=False)
+        return int(result) if isinstance(result, int) else 0
+    except MlptrainError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", markup=False)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except ClickException as exc:
+        if debug:
+            raise
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "mlptrain"
+        err.print(f"error: {exc.format_message()} (see `{command} --help`)", markup=False)  # type: ignore[attr-defined]
+        return exc.exit_code  # type: ignore[attr-defined]
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())

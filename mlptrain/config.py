@@ -1,0 +1,481 @@
+"""The YAML spec: one pydantic model per section, ``extra="forbid"`` everywhere.
+
+The models are the documentation: ``mlptrain schema`` prints their JSON Schema and the README's
+config reference is generated from them (``python -m mlptrain.docs``). This module never imports
+torch, so ``mlptrain validate`` and ``--help`` stay fast. Names that pick a constructor (activation,
+loss, optimizer, ...) are ``Literal`` types here; the registries beside the constructors are tested
+to hold exactly these names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlptrain.errors import ConfigError
+
+ActivationName = Literal[
+    "sigmoid", "tanh", "hardtanh", "softsign", "relu", "leaky_relu", "prelu", "abs",
+    "elu", "softplus", "gelu", "silu", "maxout", "identity",
+]
+InitName = Literal[
+    "default", "xavier_uniform", "xavier_normal", "glorot_uniform", "glorot_normal",
+    "kaiming_uniform", "kaiming_normal", "he_uniform", "he_normal", "normal", "uniform", "orthogonal",
+]
+TaskName = Literal["auto", "binary", "multiclass", "regression", "multilabel"]
+LossName = Literal[
+    "cross_entropy", "bce", "nll", "mse", "mae", "huber", "smooth_l1", "log_cosh", "hinge", "kl_div",
+]
+OptimizerName = Literal["sgd", "adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta"]
+SchedulerName = Literal[
+    "none", "step", "multistep", "exponential", "inverse_sqrt", "cosine", "reduce_on_plateau",
+]
+SyntheticName = Literal["xor", "moons", "circles", "spirals", "blobs", "sine"]
+SklearnName = Literal["digits", "iris", "wine", "breast_cancer", "diabetes"]
+FileName = Literal["csv", "npz"]
+DataName = Literal[SyntheticName, SklearnName, FileName]
+
+SYNTHETIC_NAMES: tuple[str, ...] = get_args(SyntheticName)
+SKLEARN_NAMES: tuple[str, ...] = get_args(SklearnName)
+FILE_NAMES: tuple[str, ...] = get_args(FileName)
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NamedSection(Section):
+    """A section whose only required key is ``name``; ``loss: huber`` is short for ``{name: huber}``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class SplitSpec(Section):
+    """How one data file (or a built-in set) is split; ignored for a split given as its own file."""
+
+    val: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows held out for validation.")
+    test: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows held out for the test split.")
+    seed: int = Field(0, description="Seed of the shuffle before splitting (independent of train.seed).")
+    stratify: bool = Field(True, description="Keep class proportions equal across splits (classification).")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitSpec":
+        if self.val + self.test >= 1.0:
+            raise ValueError(f"val + test = {self.val + self.test:g} leaves no training rows; keep it below 1")
+        return self
+
+
+class DataSpec(Section):
+    """Where the rows come from, how they are split, and how features are scaled."""
+
+    name: DataName = Field(
+        ...,
+        description="Built-in synthetic set (xor, moons, circles, spirals, blobs, sine), scikit-learn's bundled "
+        "set (digits, iris, wine, breast_cancer, diabetes), or a file kind (csv, npz).",
+    )
+    path: Optional[str] = Field(None, description="csv/npz: the file to read and split (relative to the config file).")
+    train_path: Optional[str] = Field(None, description="csv/npz: a separate training file (instead of `path`).")
+    val_path: Optional[str] = Field(None, description="csv/npz: a separate validation file (with `train_path`).")
+    test_path: Optional[str] = Field(None, description="csv/npz: a separate test file (with `train_path`).")
+    target: Union[str, list[str], None] = Field(
+        None, description="csv: target column (a list of columns for multilabel or multi-output regression)."
+    )
+    features: Optional[list[str]] = Field(None, description="csv: feature columns; default all columns but the target.")
+    n_samples: int = Field(1000, ge=4, description="Synthetic sets: number of rows generated.")
+    noise: float = Field(0.1, ge=0.0, description="Synthetic sets: standard deviation of the Gaussian noise.")
+    n_classes: int = Field(3, ge=2, description="blobs and spirals: number of classes.")
+    n_features: int = Field(2, ge=1, description="blobs: number of input features.")
+    seed: int = Field(0, description="Synthetic sets: seed of the generator.")
+    split: SplitSpec = Field(default_factory=SplitSpec, description="Train/val/test fractions and shuffle seed.")
+    scale: Literal["standard", "minmax", "none"] = Field(
+        "standard", description="Feature scaling fitted on the training split only and stored in the checkpoint."
+    )
+    scale_target: bool = Field(
+        True,
+        description="Regression: standardize targets for training (the loss is in standardized units); "
+        "metrics and predictions are in the original units.",
+    )
+
+    @model_validator(mode="after")
+    def _files(self) -> "DataSpec":
+        if self.name in FILE_NAMES:
+            if not self.path and not self.train_path:
+                raise ValueError(f"data.name '{self.name}' needs data.path (or data.train_path) naming the file to read")
+            if self.path and self.train_path:
+                raise ValueError("give either data.path (split by fractions) or data.train_path, not both")
+            if self.name == "csv" and self.target is None:
+                raise ValueError("data.name 'csv' needs data.target: the name of the target column")
+        else:
+            given = [k for k in ("path", "train_path", "val_path", "test_path", "target", "features") if getattr(self, k)]
+            if given:
+                raise ValueError(f"data.{given[0]} applies to csv/npz files only, not to the built-in set '{self.name}'")
+        return self
+
+
+class ActivationSpec(NamedSection):
+    """A hidden-layer nonlinearity; the parameters apply to the activation that names them."""
+
+    name: ActivationName = Field("relu", description="Activation function.")
+    slope: float = Field(
+        0.01, description="leaky_relu: slope for z < 0; prelu: initial learned slope (the notes' generalized ReLU)."
+    )
+    alpha: float = Field(1.0, gt=0.0, description="elu: saturation value for z < 0.")
+    beta: float = Field(1.0, gt=0.0, description="softplus: sharpness, log(1 + exp(beta z)) / beta.")
+    k: int = Field(2, ge=2, description="maxout: number of linear pieces whose maximum each unit outputs.")
+
+
+class InitSpec(NamedSection):
+    """How weights and biases of every linear layer start."""
+
+    name: InitName = Field("default", description="Weight init; `default` keeps PyTorch's (kaiming uniform, a=√5).")
+    std: float = Field(0.01, gt=0.0, description="normal: standard deviation.")
+    a: float = Field(0.05, gt=0.0, description="uniform: weights drawn from U(-a, a).")
+    gain: float = Field(1.0, gt=0.0, description="xavier/glorot and orthogonal: scaling gain.")
+    bias: float = Field(0.0, description="Constant every bias starts at (ignored for `default`).")
+
+
+class ModelSpec(Section):
+    """The network: hidden layer sizes, activations, init, dropout and normalization."""
+
+    hidden: list[int] = Field(
+        default_factory=lambda: [64], description="Hidden layer widths; [] is logistic/linear regression."
+    )
+    activation: Union[ActivationSpec, list[ActivationSpec]] = Field(
+        default_factory=ActivationSpec, description="One activation for all hidden layers, or a list with one per layer."
+    )
+    init: InitSpec = Field(default_factory=InitSpec, description="Weight and bias initialization.")
+    input_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability of dropping each input feature (the notes keep 0.8: use 0.2)."
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Probability of dropping each hidden unit (the notes keep 0.5: use 0.5)."
+    )
+    norm: Literal["none", "batch", "layer"] = Field(
+        "none", description="Normalization after each hidden linear layer, before its activation."
+    )
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(w < 1 for w in value):
+            raise ValueError(f"every hidden width must be at least 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _per_layer(self) -> "ModelSpec":
+        if isinstance(self.activation, list) and len(self.activation) != len(self.hidden):
+            raise ValueError(
+                f"model.activation lists {len(self.activation)} activations for {len(self.hidden)} hidden layers; "
+                "give one per layer or a single one"
+            )
+        return self
+
+    def activations(self) -> list[ActivationSpec]:
+        """One activation spec per hidden layer."""
+        if isinstance(self.activation, list):
+            return list(self.activation)
+        return [self.activation] * len(self.hidden)
+
+
+class LossSpec(NamedSection):
+    """The training loss; by default the one that matches the task's output unit."""
+
+    name: Optional[LossName] = Field(
+        None,
+        description="Loss; default from the task: binary→bce, multiclass→cross_entropy, regression→mse, multilabel→bce.",
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross_entropy: label smoothing.")
+    delta: float = Field(1.0, gt=0.0, description="huber and smooth_l1: where the loss turns from quadratic to linear.")
+    margin: float = Field(1.0, gt=0.0, description="hinge: the margin.")
+
+
+class OptimizerSpec(NamedSection):
+    """The gradient-descent variant and its hyperparameters."""
+
+    name: OptimizerName = Field("adam", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0.0, description="Learning rate η.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (decoupled for adamw).")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop: momentum.")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw, nadam: moment decay rates.")
+    eps: float = Field(1e-8, gt=0.0, description="adam, adamw, nadam, rmsprop, adagrad, adadelta: denominator epsilon.")
+    alpha: float = Field(0.99, gt=0.0, lt=1.0, description="rmsprop: decay of the squared-gradient average.")
+    rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta: decay of the running averages.")
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> "OptimizerSpec":
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ValueError("optimizer.nesterov needs optimizer.name 'sgd' and optimizer.momentum > 0")
+        for b in self.betas:
+            if not 0.0 <= b < 1.0:
+                raise ValueError(f"optimizer.betas must lie in [0, 1), got {list(self.betas)}")
+        return self
+
+
+class SchedulerSpec(NamedSection):
+    """Learning-rate decay, optionally after a linear warmup."""
+
+    name: SchedulerName = Field("none", description="Schedule of the learning rate; the lr is logged every epoch.")
+    interval: Literal["epoch", "step"] = Field(
+        "epoch", description="Whether t counts epochs or optimizer steps (reduce_on_plateau is always per epoch)."
+    )
+    warmup: int = Field(0, ge=0, description="Linear warmup from lr/(warmup+1) to lr over this many intervals first.")
+    step_size: int = Field(10, ge=1, description="step: multiply the lr by gamma every step_size intervals.")
+    milestones: list[int] = Field(default_factory=lambda: [30, 60], description="multistep: intervals where lr *= gamma.")
+    gamma: float = Field(0.1, gt=0.0, description="step, multistep, exponential: decay factor.")
+    t_max: Optional[int] = Field(None, ge=1, description="cosine: period in intervals; default the remaining epochs.")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine and reduce_on_plateau: lower bound of the lr.")
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="reduce_on_plateau: lr *= factor on a plateau.")
+    patience: int = Field(5, ge=0, description="reduce_on_plateau: epochs without improvement before reducing.")
+    monitor: Optional[str] = Field(
+        None, description="reduce_on_plateau: metric watched; default train.early_stopping.monitor."
+    )
+
+
+class EarlyStoppingSpec(Section):
+    """Stop when the monitored metric stops improving (Keras names)."""
+
+    enabled: bool = Field(True, description="Stop early; when false, train all epochs (best.pt is still kept).")
+    monitor: str = Field("val/loss", description="Metric to watch: `train/<m>` or `val/<m>`, e.g. val/accuracy.")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="Whether lower or higher is better; auto: max for accuracy/precision/recall/f1/r2."
+    )
+    patience: int = Field(10, ge=0, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
+    restore_best_weights: bool = Field(True, description="End with the best epoch's weights rather than the last.")
+
+
+class CheckpointSpec(Section):
+    """Which checkpoints a run keeps under `checkpoints/`."""
+
+    save_best: bool = Field(True, description="Keep best.pt: the weights of the best epoch by the monitored metric.")
+    save_last: bool = Field(True, description="Keep last.pt, rewritten at the end of every epoch.")
+
+
+class TrainSpec(Section):
+    """The loop: epochs, batches, seed, device, early stopping, checkpoints, clipping."""
+
+    epochs: int = Field(100, ge=1, description="Maximum number of passes over the training split.")
+    batch_size: Union[int, Literal["full"]] = Field(
+        64, description="Rows per step: N minibatch, 1 pure stochastic, `full` full-batch gradient descent."
+    )
+    eval_batch_size: int = Field(4096, ge=1, description="Rows per forward pass when evaluating.")
+    shuffle: bool = Field(True, description="Draw a new permutation of the training rows every epoch.")
+    drop_last: bool = Field(False, description="Skip the last, smaller batch of an epoch.")
+    seed: int = Field(0, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N; `--device` overrides.")
+    grad_clip: Optional[float] = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints kept.")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, value: Union[int, str]) -> Union[int, str]:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"batch_size must be at least 1 or 'full', got {value}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+        if not ok:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got '{value}'")
+        return value
+
+
+class LoggingSpec(Section):
+    """Where runs go and what TensorBoard gets."""
+
+    runs_dir: str = Field("runs", description="Root of run directories: runs/<name>/<timestamp>/.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files into the run directory.")
+    step_every: int = Field(10, ge=1, description="Log the training loss to TensorBoard every N optimizer steps.")
+    histograms_every: int = Field(10, ge=0, description="Weight and gradient histograms every N epochs (0: never).")
+    progress: Literal["auto", "bar", "plain", "none"] = Field(
+        "auto", description="auto: a live bar on a terminal, one plain line per epoch otherwise."
+    )
+
+
+class Spec(Section):
+    """A whole run: what data, what network, what loss, optimizer and schedule, how to train and log."""
+
+    name: Optional[str] = Field(None, description="Run name (runs/<name>/...); default the config file's stem.")
+    data: DataSpec = Field(..., description="Data source, split and scaling.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Network architecture.")
+    task: TaskName = Field(
+        "auto",
+        description="Output unit: binary (1 logit, sigmoid), multiclass (K logits, softmax), regression (linear), "
+        "multilabel (sigmoid per output); auto infers it from the data.",
+    )
+    loss: LossSpec = Field(default_factory=LossSpec, description="Training loss.")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="Optimizer.")
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec, description="Learning-rate schedule.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Training loop.")
+    logging: LoggingSpec = Field(default_factory=LoggingSpec, description="Run directory and TensorBoard.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (not value or "/" in value or "\\" in value or value in (".", "..")):
+            raise ValueError(f"name must be a plain directory name, got '{value}'")
+        return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading: YAML -> dict -> overrides -> Spec, every failure a one-line ConfigError.
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; check the path (see `mlptrain init` for a starter)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; give a YAML config") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty; it needs at least a `data:` section")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...), got a {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides; values are parsed as YAML (``1e-3``, ``[64, 64]``, ``true``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".")]
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key part in '{key}'")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str):  # shorthand `loss: huber` grows into {name: huber}
+                child = node[part] = {"name": child}
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise ConfigError(f"--set {item!r}: '{where}' is a value ({child!r}), not a section with keys")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _model_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
+    """The pydantic model that owns the key at ``loc`` (for "did you mean")."""
+    model: Optional[type[BaseModel]] = Spec
+    for part in loc[:-1]:
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None if not isinstance(part, int) else model
+        annotation = model.model_fields[part].annotation
+        model = next((t for t in _flatten(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return model
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    out: list[Any] = []
+    for a in args:
+        out.extend(_flatten(a))
+    return out
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    # Drop pydantic's union/shorthand branch markers ("ActivationSpec", "list[...]", "function-before[...]").
+    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p[:1].isupper() or "[" in p))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(loc)
+        valid = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
+        return f"unknown key '{path}'; {hint}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    bad = err.get("input")
+    if err["type"] == "missing":
+        return f"'{path}' is required"
+    if isinstance(bad, (dict, list)):
+        return f"{path}: {msg}"
+    return f"{path} = {bad!r}: {msg}"
+
+
+def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
+    """Validate a plain dict into a Spec or raise one ConfigError naming every bad key."""
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A union (one activation or a list) reports each branch; keep the most specific one per path.
+        seen: dict[str, str] = {}
+        for err in errors:
+            text = _format_error(err)
+            key = text.split(" ", 1)[0]
+            seen.setdefault(key, text)
+        lines = list(seen.values())
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:
+    """Read, override and validate a config file."""
+    path = Path(path)
+    raw = apply_overrides(read_yaml(path), list(overrides or []))
+    spec = validate_dict(raw, str(path))
+    if spec.name is None:
+        spec.name = path.stem
+    # Data paths are relative to the config file; store them absolute so checkpoints work from anywhere.
+    base = path.resolve().parent
+    for key in ("path", "train_path", "val_path", "test_path"):
+        value = getattr(spec.data, key)
+        if value:
+            setattr(spec.data, key, str(resolve_path(value, base)))
+    return spec
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    """Plain-data form of a spec (for config.yaml and checkpoints)."""
+    return spec.model_dump(mode="json")
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def resolve_path(value: Optional[str], base: Path) -> Optional[Path]:
+    """A path from a config is relative to the config file's directory."""
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec for editors' YAML plugins."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlptrain config"
+    return schema

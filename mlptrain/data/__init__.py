@@ -1,0 +1,255 @@
+"""Data: source -> task and label encoding -> train/val/test split -> preprocessing fitted on train.
+
+``prepare(spec)`` is what ``fit`` uses. ``prepare(spec, state)`` rebuilds the same splits for
+``eval`` with the preprocessing stored in a checkpoint, and ``read_inputs`` turns a new file into
+model inputs for ``predict``/``eval --data``. The preprocessing state is plain lists and strings so
+a checkpoint holds it without pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, DataSpec
+from mlptrain.data.sources import Table, bundled, read_file, synthetic
+from mlptrain.errors import DataError
+
+__all__ = ["Split", "Prepared", "prepare", "read_inputs", "encode_targets"]
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # float32 [N, F], preprocessed
+    y: np.ndarray  # task layout: binary float [N,1], multiclass int64 [N], multilabel/regression float [N,D]
+
+
+@dataclass
+class Prepared:
+    task: str
+    train: Split
+    val: Optional[Split]
+    test: Optional[Split]
+    state: dict[str, Any]  # preprocessing + names, stored in checkpoints
+
+    @property
+    def in_features(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.state["out_features"])
+
+
+def _load(spec: DataSpec, path: Optional[Path], need_target: bool = True) -> Table:
+    if spec.name in SYNTHETIC_NAMES:
+        return synthetic(spec)
+    if spec.name in SKLEARN_NAMES:
+        return bundled(spec.name)
+    assert path is not None
+    return read_file(spec.name, path, spec, need_target)
+
+
+def infer_task(table: Table) -> str:
+    """Guess the task of a file's target: several 0/1 columns are multilabel, few integer or text values classes."""
+    if table.task:
+        return table.task
+    y = table.y
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "multilabel" if np.isin(y, (0, 1)).all() else "regression"
+    y = y.reshape(-1)
+    if y.dtype.kind in "OUSb":
+        return "binary" if len(np.unique(y)) == 2 else "multiclass"
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        return "regression"
+    n_unique = len(np.unique(y))
+    if n_unique <= max(2, min(50, len(y) // 5)):
+        return "binary" if n_unique == 2 else "multiclass"
+    return "regression"
+
+
+def _class_names(table: Table, task: str) -> list[str]:
+    if table.class_names is not None:
+        return list(table.class_names)
+    if task == "multilabel":
+        return list(table.target_names)
+    values = np.unique(table.y.reshape(-1))
+    return [str(v.item() if hasattr(v, "item") else v) for v in values]
+
+
+def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str) -> np.ndarray:
+    """Raw labels/values -> the task's tensor layout, with the class names fixed at fit time."""
+    if task == "regression":
+        y = np.asarray(y, dtype=np.float32)
+        y = y.reshape(len(y), -1)
+        mean, std = state.get("target_mean"), state.get("target_std")
+        if mean is not None:
+            y = (y - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        return y.astype(np.float32)
+    if task == "multilabel":
+        y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+        if not np.isin(y, (0, 1)).all():
+            raise DataError(f"{source}: multilabel targets must be 0 or 1")
+        return y
+    names = state["class_names"]
+    index = {name: i for i, name in enumerate(names)}
+    raw = np.asarray(y).reshape(-1)
+    keys = [str(v.item() if hasattr(v, "item") else v) for v in raw]
+    unknown = sorted({k for k in keys if k not in index})
+    if unknown:
+        raise DataError(f"{source}: labels {unknown[:5]} were not seen in training; known classes: {', '.join(names)}")
+    codes = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
+    if task == "binary":
+        return codes.astype(np.float32)[:, None]
+    return codes
+
+
+def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) row indices; stratified where every class has at least two rows."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    if fraction <= 0:
+        return idx, idx[:0]
+    stratify = None
+    if strata is not None:
+        _, counts = np.unique(strata, return_counts=True)
+        held = int(np.ceil(fraction * n))
+        if counts.min() >= 2 and held >= len(counts) and n - held >= len(counts):
+            stratify = strata
+    try:
+        kept, held_out = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
+    except ValueError as exc:
+        raise DataError(f"data.split: cannot hold out {fraction:g} of {n} rows ({exc})") from None
+    return np.sort(kept), np.sort(held_out)
+
+
+def _fit_scaler(x: np.ndarray, kind: str) -> dict[str, Any]:
+    if kind == "standard":
+        shift, scale = x.mean(axis=0), x.std(axis=0)
+    elif kind == "minmax":
+        shift, scale = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
+    else:
+        return {"kind": "none"}
+    scale = np.where(scale > 0, scale, 1.0)  # constant columns stay put instead of dividing by zero
+    return {"kind": kind, "shift": shift.astype(np.float64).tolist(), "scale": scale.astype(np.float64).tolist()}
+
+
+def apply_scaler(x: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    if scaler["kind"] == "none":
+        return x.astype(np.float32)
+    shift = np.asarray(scaler["shift"], np.float32)
+    scale = np.asarray(scaler["scale"], np.float32)
+    return ((x - shift) / scale).astype(np.float32)
+
+
+def prepare(
+    spec: DataSpec, task: str = "auto", state: Optional[dict[str, Any]] = None
+) -> Prepared:
+    """Load, split and preprocess; with ``state`` (from a checkpoint) reuse its fitted preprocessing."""
+    files = {
+        k: Path(v) if v else None for k, v in
+        (("path", spec.path), ("train", spec.train_path), ("val", spec.val_path), ("test", spec.test_path))
+    }
+    main = _load(spec, files["path"] or files["train"])
+    source = str(files["path"] or files["train"] or spec.name)
+    if state is None:
+        task = infer_task(main) if task == "auto" else task
+    else:
+        task = state["task"]
+    if len(main.x) == 0:
+        raise DataError(f"{source}: no rows")
+    if task in ("binary", "multiclass") and state is None:
+        names = _class_names(main, task)
+        if len(names) < 2:
+            raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least two")
+        if task == "binary" and len(names) != 2:
+            raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
+    rows = {"train": main, "val": None, "test": None}
+    for split in ("val", "test"):
+        if files[split] is not None:
+            rows[split] = _load(spec, files[split])
+    # Hold out by fraction what was not given as a file: test first, then val from the rest.
+    strata = main.y.reshape(len(main.y), -1)[:, 0] if (task in ("binary", "multiclass") and spec.split.stratify) else None
+    keep = np.arange(len(main.x))
+    for split, fraction in (("test", spec.split.test), ("val", spec.split.val)):
+        if rows[split] is not None or fraction <= 0:
+            continue
+        # the val fraction is of all rows, so rescale it to what is left after the test split
+        frac = fraction if split == "test" else min(0.99, fraction * len(main.x) / len(keep))
+        kept, held = _split_indices(len(keep), frac, spec.split.seed, None if strata is None else strata[keep])
+        rows[split] = Table(main.x[keep[held]], main.y[keep[held]], main.feature_names, main.target_names)
+        keep = keep[kept]
+    rows["train"] = Table(main.x[keep], main.y[keep], main.feature_names, main.target_names)
+    train = rows["train"]
+
+    if state is None:
+        state = {
+            "task": task,
+            "feature_names": list(main.feature_names),
+            "target_names": list(main.target_names),
+            "class_names": _class_names(main, task) if task != "regression" else [],
+            "scaler": _fit_scaler(train.x, spec.scale),
+            "target_mean": None,
+            "target_std": None,
+        }
+        if task == "regression" and spec.scale_target:
+            y = np.asarray(train.y, np.float64).reshape(len(train.y), -1)
+            std = y.std(axis=0)
+            state["target_mean"] = y.mean(axis=0).tolist()
+            state["target_std"] = np.where(std > 0, std, 1.0).tolist()
+        if task == "regression":
+            state["out_features"] = int(np.asarray(main.y).reshape(len(main.y), -1).shape[1])
+        elif task == "binary":
+            state["out_features"] = 1
+        else:
+            state["out_features"] = len(state["class_names"])
+
+    def build(table: Optional[Table], name: str) -> Optional[Split]:
+        if table is None or len(table.x) == 0:
+            return None
+        if table.x.shape[1] != len(state["feature_names"]):
+            raise DataError(f"{name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
+        return Split(apply_scaler(table.x, state["scaler"]), encode_targets(table.y, task, state, f"{source} ({name})"))
+
+    train_split = build(rows["train"], "train")
+    assert train_split is not None
+    return Prepared(task, train_split, build(rows["val"], "val"), build(rows["test"], "test"), state)
+
+
+def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: bool) -> tuple[np.ndarray, Optional[np.ndarray], Table]:
+    """A new CSV/NPZ/NPY file -> (preprocessed x, encoded y or None, the raw table) for eval/predict."""
+    from mlptrain.data.sources import read_csv, read_npz
+
+    if path.suffix.lower() not in (".csv", ".npz", ".npy"):
+        raise DataError(f"{path}: unknown input kind '{path.suffix}'; give a .csv, .npz or .npy file")
+    if path.suffix.lower() != ".csv":
+        table = read_npz(path, need_target)
+    elif spec.name == "csv":
+        table = read_csv(path, state["target_names"], state["feature_names"], need_target)
+    else:
+        table = _builtin_csv(path, state, need_target)
+    width = len(state["feature_names"])
+    if table.x.shape[1] != width:
+        raise DataError(f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}")
+    x = apply_scaler(table.x, state["scaler"])
+    has_y = table.y.size > 0 and (table.y.ndim == 1 or table.y.shape[1] > 0)
+    if need_target and not has_y:
+        raise DataError(f"{path}: no target column ({', '.join(state['target_names'])}); eval needs true labels")
+    y = encode_targets(table.y, state["task"], state, str(path)) if has_y else None
+    return x, y, table
+
+
+def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
+    """A CSV for a model trained on built-in data: its feature names if present, else all non-target columns."""
+    import pandas as pd
+
+    from mlptrain.data.sources import read_csv
+
+    header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    targets = [t for t in state["target_names"] if t in header]
+    features = state["feature_names"] if all(f in header for f in state["feature_names"]) else [c for c in header if c not in targets]
+    return read_csv(path, targets or None, features, need_target)

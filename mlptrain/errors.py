@@ -1,0 +1,37 @@
+"""The tool's own errors: each kind carries the exit code the CLI returns.
+
+Library code raises these with a message that names the file, key or value and what to do;
+only ``cli.py`` prints them (one line, no traceback) and exits.
+"""
+
+from __future__ import annotations
+
+
+class MlptrainError(Exception):
+    """Base of every error a user can cause; the message is meant to be read by that user."""
+
+    exit_code = 1
+
+
+class ConfigError(MlptrainError):
+    """A spec that does not validate (unknown key, wrong type, bad value, bad override)."""
+
+    exit_code = 2
+
+
+class DataError(MlptrainError):
+    """Data that cannot be read or does not fit the spec."""
+
+    exit_code = 3
+
+
+class CheckpointError(MlptrainError):
+    """A checkpoint that is missing, unreadable or of another format."""
+
+    exit_code = 4
+
+
+class RunDirError(MlptrainError):
+    """A run directory that exists already or cannot be written."""
+
+    exit_code = 5

@@ -1,0 +1,69 @@
+"""Metric functions on tensors, per task. Names here are what `monitor` and TensorBoard use."""
+
+from __future__ import annotations
+
+import torch
+
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
+    "multiclass": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
+    "multilabel": ("accuracy", "hamming_loss", "precision", "recall", "f1"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
+
+
+def predict_classes(task: str, logits: torch.Tensor) -> torch.Tensor:
+    """Class decisions: argmax for multiclass, logit > 0 (probability > 0.5) for binary/multilabel."""
+    if task == "multiclass":
+        return logits.argmax(dim=-1)
+    return (logits > 0).long()
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k counts, rows = true class, columns = predicted class."""
+    idx = target.long().reshape(-1) * k + pred.long().reshape(-1)
+    return torch.bincount(idx, minlength=k * k).reshape(k, k)
+
+
+def _macro(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Macro precision/recall/F1; a class with no predictions (or no members) scores 0, as in sklearn."""
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), torch.zeros_like(tp))
+    return {"precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean()}
+
+
+def compute_metrics(task: str, logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict[str, float]:
+    """All metrics of the task, as Python floats (read once, at the end of an evaluation)."""
+    if task == "regression":
+        err = logits.double() - target.double()
+        mse = (err**2).mean()
+        centered = ((target.double() - target.double().mean(dim=0)) ** 2).sum(dim=0)
+        r2 = 1 - (err**2).sum(dim=0) / centered.clamp(min=1e-300)
+        out = {"mse": mse, "rmse": mse.sqrt(), "mae": err.abs().mean(), "r2": r2.mean()}
+    elif task == "multilabel":
+        pred = predict_classes(task, logits)
+        t = target.long()
+        tp = ((pred == 1) & (t == 1)).sum(dim=0)
+        fp = ((pred == 1) & (t == 0)).sum(dim=0)
+        fn = ((pred == 0) & (t == 1)).sum(dim=0)
+        out = {
+            "accuracy": (pred == t).all(dim=1).double().mean(),
+            "hamming_loss": (pred != t).double().mean(),
+            **_macro(tp, fp, fn),
+        }
+    else:
+        pred = predict_classes(task, logits).reshape(-1)
+        cm = confusion_matrix(pred, target.reshape(-1), n_classes)
+        tp = cm.diag()
+        acc = tp.sum().double() / cm.sum().clamp(min=1)
+        out = {"accuracy": acc, "zero_one_loss": 1 - acc, **_macro(tp, cm.sum(0) - tp, cm.sum(1) - tp)}
+    return {k: float(v) for k, v in out.items()}
+
+
+def metric_mode(name: str) -> str:
+    """'max' when higher is better for metric ``name`` (e.g. 'val/accuracy'), else 'min'."""
+    return "max" if name.split("/")[-1] in HIGHER_IS_BETTER else "min"

@@ -1,0 +1,308 @@
+"""The one-way trip of a run: Spec -> Data -> Model + Loss + Optimizer -> Engine -> Run directory,
+and back for eval/predict: Checkpoint -> Spec + Preprocessing + Model -> Data -> Metrics.
+
+This is the only module that turns config values into built objects; the engine gets those
+objects and the CLI gets plain results to print.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from mlptrain import checkpoint, data as datamod
+from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
+from mlptrain.engine import Loop, Progress, Task, default_mode, evaluate, fit, predict_logits
+from mlptrain.errors import ConfigError, DataError, MlptrainError
+from mlptrain.losses import build_loss, output_unit
+from mlptrain.metrics import METRICS_BY_TASK, confusion_matrix, predict_classes
+from mlptrain.model import build_model, count_parameters, summarize
+from mlptrain.optim import LRSchedule, build_optimizer
+from mlptrain.runs import Run, create_run_dir, flatten
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available; an unavailable cuda is an error, not a silent fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise MlptrainError(f"device '{name}': CUDA is not available here; use --device cpu (or auto)")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise MlptrainError(f"device '{name}': only {torch.cuda.device_count()} CUDA device(s) present")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def logged_names(task: str, has_val: bool) -> list[str]:
+    """Every metric name a run logs per epoch (what `monitor` may name)."""
+    names = ["train/loss"] + (["train/accuracy"] if task in ("binary", "multiclass") else [])
+    if has_val:
+        names += ["val/loss"] + [f"val/{m}" for m in METRICS_BY_TASK[task]]
+    return names + ["lr"]
+
+
+def _monitor(name: str, task: str, has_val: bool, key: str) -> str:
+    name = name.replace("_", "/", 1) if name.startswith(("val_", "train_")) else name  # Keras' val_loss
+    valid = logged_names(task, has_val)
+    if name not in valid:
+        hint = " (the data has no validation split: set data.split.val > 0)" if name.startswith("val/") and not has_val else ""
+        raise ConfigError(f"{key} = '{name}' is not a logged metric{hint}; choose one of: {', '.join(valid)}")
+    return name
+
+
+@dataclass
+class Built:
+    """Everything a run needs, built from a spec and its data."""
+
+    spec: Spec
+    prepared: datamod.Prepared
+    model: torch.nn.Sequential
+    loss_name: str
+    loss_fn: Any
+    task: Task
+
+
+def build(spec: Spec, state: Optional[dict[str, Any]] = None) -> Built:
+    """Data, model and loss for a spec (``state``: preprocessing from a checkpoint)."""
+    prepared = datamod.prepare(spec.data, spec.task, state)
+    task = prepared.task
+    loss_name, loss_fn = build_loss(spec.loss, task)
+    seed_everything(spec.train.seed)
+    model = build_model(spec.model, prepared.in_features, prepared.out_features)
+    st = prepared.state
+    n_classes = len(st["class_names"]) if task in ("binary", "multiclass") else prepared.out_features
+    mean = torch.tensor(st["target_mean"], dtype=torch.float32) if st.get("target_mean") is not None else None
+    std = torch.tensor(st["target_std"], dtype=torch.float32) if st.get("target_std") is not None else None
+    return Built(spec, prepared, model, loss_name, loss_fn, Task(task, max(n_classes, 2), mean, std))
+
+
+def _tensors(split: Optional[datamod.Split], device: torch.device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    if split is None:
+        return None
+    return torch.from_numpy(split.x).to(device), torch.from_numpy(split.y).to(device)
+
+
+@dataclass
+class FitOutcome:
+    run_dir: Path
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    summary: dict[str, Any]
+    checkpoint: Path
+
+
+def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
+    """Create the run directory first, so its path can be printed before anything slow happens."""
+    root = Path(runs_root) if runs_root is not None else Path(spec.logging.runs_dir)
+    return create_run_dir(root, spec.name or "run", run_dir)
+
+
+def train(spec: Spec, run_path: Path, device_name: str, progress: Optional[Progress] = None) -> FitOutcome:
+    """Fit a spec into an existing, empty run directory."""
+    device = resolve_device(device_name)
+    built = build(spec)
+    prepared, model, task = built.prepared, built.model, built.task
+    model.to(device)
+    has_val = prepared.val is not None
+    es = spec.train.early_stopping
+    monitor = _monitor(es.monitor, task.name, has_val, "train.early_stopping.monitor")
+    mode = default_mode(monitor, es.mode)
+    optimizer = build_optimizer(model.parameters(), spec.optimizer)
+    sched = spec.scheduler
+    plateau_monitor = _monitor(sched.monitor, task.name, has_val, "scheduler.monitor") if sched.monitor else monitor
+    if plateau_monitor != monitor:
+        raise ConfigError("scheduler.monitor must equal train.early_stopping.monitor (one monitored metric per run)")
+    per_step = sched.interval == "step" and sched.name != "reduce_on_plateau"
+    batch = None if spec.train.batch_size == "full" else int(spec.train.batch_size)
+    n_train = len(prepared.train.x)
+    steps = 1 if batch is None else -(-n_train // batch)
+    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), mode)
+    if batch is not None and spec.train.drop_last and batch > n_train:
+        raise DataError(f"train.batch_size {batch} with drop_last: the training split has only {n_train} rows")
+    loop = Loop(
+        epochs=spec.train.epochs, batch_size=batch, eval_batch_size=spec.train.eval_batch_size,
+        shuffle=spec.train.shuffle, drop_last=spec.train.drop_last, seed=spec.train.seed,
+        grad_clip=spec.train.grad_clip, monitor=monitor, mode=mode, early_stopping=es.enabled,
+        patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights,
+        save_best=spec.train.checkpoint.save_best, save_last=spec.train.checkpoint.save_last,
+        step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
+        schedule_per_step=per_step,
+    )
+
+    spec_dict = spec_to_dict(spec)
+    run = Run(run_path, spec.logging.tensorboard, checkpoint.save)
+    run.static = {
+        "spec": spec_dict,
+        "data_state": prepared.state,
+        "class_names": list(prepared.state["class_names"]),
+        "in_features": prepared.in_features,
+        "out_features": prepared.out_features,
+    }
+    run.write_config(dump_yaml(spec_dict))
+    wall = time.perf_counter()
+    try:
+        result = fit(
+            model, built.loss_fn, optimizer, schedule, _tensors(prepared.train, device), _tensors(prepared.val, device),
+            task, loop, run, progress,
+        )
+        metrics = {}
+        for name, split in (("train", prepared.train), ("val", prepared.val), ("test", prepared.test)):
+            t = _tensors(split, device)
+            if t is not None:
+                metrics[name] = evaluate(model, built.loss_fn, t[0], t[1], task, loop.eval_batch_size)
+        weights = "best" if (es.restore_best_weights and result.best_epoch and loop.save_best) else "last"
+        ckpt = run.checkpoint_path(weights)
+        summary = {
+            "run_dir": str(run_path),
+            "task": task.name,
+            "loss": built.loss_name,
+            "device": str(device),
+            "monitor": monitor,
+            "mode": mode,
+            "best_epoch": result.best_epoch,
+            "best_value": result.best_value,
+            "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early,
+            "steps": result.steps,
+            "parameters": count_parameters(model),
+            "train_seconds": round(result.train_seconds, 3),
+            "wall_seconds": round(time.perf_counter() - wall, 3),
+            "final_weights": weights,
+            "checkpoint": str(ckpt),
+            "metrics": metrics,
+        }
+        run.write_summary(summary)
+        hp = {k: v for k, v in flatten(spec_dict).items() if not k.startswith("logging.")}
+        run.log_hparams(hp, {f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
+    finally:
+        run.close()
+    return FitOutcome(run_path, metrics, summary, ckpt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Back from a checkpoint.
+
+
+@dataclass
+class Restored:
+    spec: Spec
+    built: Built
+    state: dict[str, Any]
+
+
+def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.device]:
+    """A checkpoint's spec, preprocessing and weights, without the original config file."""
+    state = checkpoint.load(path)
+    try:
+        spec = validate_dict(state["spec"], f"{path} (stored config)")
+        built = build(spec, state["data_state"])
+        built.model.load_state_dict(state["model"])
+    except KeyError as exc:
+        raise MlptrainError(f"{path}: checkpoint lacks '{exc.args[0]}'; it was not written by mlptrain fit") from None
+    except RuntimeError as exc:
+        raise MlptrainError(f"{path}: weights do not fit the stored model ({str(exc).splitlines()[0]})") from None
+    device = resolve_device(device_name)
+    built.model.to(device)
+    return Restored(spec, built, state), device
+
+
+def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:
+    """Metrics of a checkpoint on one split of its own data, or on a new file with the same columns."""
+    restored, device = restore(path, device_name)
+    built = restored.built
+    if data_path is not None:
+        x, y, _ = datamod.read_inputs(Path(data_path), restored.spec.data, built.prepared.state, need_target=True)
+        source = str(data_path)
+    else:
+        chosen = getattr(built.prepared, split)
+        if chosen is None:
+            raise DataError(f"--split {split}: this run's data has no {split} split")
+        x, y, source = chosen.x, chosen.y, f"{split} split"
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    task = built.task
+    metrics = evaluate(built.model, built.loss_fn, xt, yt, task, restored.spec.train.eval_batch_size)
+    out: dict[str, Any] = {"checkpoint": str(path), "data": source, "rows": len(x), "task": task.name, "metrics": metrics}
+    if task.name in ("binary", "multiclass"):
+        logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size)
+        cm = confusion_matrix(predict_classes(task.name, logits).reshape(-1), yt.reshape(-1), task.n_classes)
+        out["class_names"] = built.prepared.state["class_names"]
+        out["confusion_matrix"] = cm.cpu().tolist()
+    return out
+
+
+def predict_file(path: Path, input_path: Path, output: Path, device_name: str = "auto") -> int:
+    """Predictions for a CSV/NPZ input: class and per-class probabilities, or regression values."""
+    restored, device = restore(path, device_name)
+    built = restored.built
+    state = built.prepared.state
+    x, _, table = datamod.read_inputs(Path(input_path), restored.spec.data, state, need_target=False)
+    logits = predict_logits(built.model, torch.from_numpy(x).to(device), restored.spec.train.eval_batch_size)
+    task = built.task
+    columns: dict[str, Any] = {}
+    if task.name == "regression":
+        values = (logits * task.target_std.to(device) + task.target_mean.to(device)) if task.target_mean is not None else logits
+        for i, name in enumerate(state["target_names"]):
+            columns[f"pred_{name}" if name else f"pred_{i}"] = values[:, i].cpu().numpy()
+    else:
+        probs = output_unit(task.name, logits).cpu().numpy()
+        names = state["class_names"]
+        if task.name == "multilabel":
+            for i, name in enumerate(names):
+                columns[f"pred_{name}"] = (probs[:, i] > 0.5).astype(int)
+            for i, name in enumerate(names):
+                columns[f"prob_{name}"] = probs[:, i]
+        else:
+            if task.name == "binary":
+                probs = np.concatenate([1 - probs, probs], axis=1)
+            columns["prediction"] = np.asarray(names, dtype=object)[probs.argmax(axis=1)]
+            for i, name in enumerate(names):
+                columns[f"prob_{name}"] = probs[:, i]
+    write_table(Path(output), columns)
+    return len(x)
+
+
+def write_table(path: Path, columns: dict[str, Any]) -> None:
+    """Predictions as CSV (default) or NPZ (by extension), written atomically."""
+    import io
+
+    import pandas as pd
+
+    from mlptrain.runs import atomic_write
+
+    if path.suffix.lower() == ".npz":
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v, dtype=str if np.asarray(v).dtype == object else None) for k, v in columns.items()})
+        atomic_write(path, buf.getvalue())
+        return
+    frame = pd.DataFrame(columns)
+    atomic_write(path, frame.to_csv(index=False, float_format="%.6g").encode("utf-8"))
+
+
+def describe(spec: Spec) -> dict[str, Any]:
+    """What `validate` shows: the resolved config, the task, and a layer-by-layer model summary."""
+    built = build(spec)
+    p = built.prepared
+    rows = summarize(built.model, p.in_features)
+    return {
+        "task": p.task,
+        "loss": built.loss_name,
+        "in_features": p.in_features,
+        "out_features": p.out_features,
+        "rows": {k: (0 if getattr(p, k) is None else len(getattr(p, k).x)) for k in ("train", "val", "test")},
+        "layers": rows,
+        "parameters": count_parameters(built.model),
+        "metrics": logged_names(p.task, p.val is not None),
+        "monitor": _monitor(spec.train.early_stopping.monitor, p.task, p.val is not None, "train.early_stopping.monitor"),
+    }

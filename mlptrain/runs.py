@@ -1,0 +1,166 @@
+"""The run directory: where a run's config, metrics, checkpoints and TensorBoard events live.
+
+``runs/<name>/<timestamp>/`` is created with ``exist_ok=False``, so a new run never touches an old
+one. Every file goes through ``atomic_write``: a temporary file in the same directory, flushed,
+fsynced and renamed into place, so a crash leaves the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from mlptrain.errors import RunDirError
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers only ever see a whole file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, text.encode("utf-8"))
+
+
+def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -> Path:
+    """A fresh, writable run directory; an existing non-empty one is refused, never reused."""
+    if run_dir is not None:
+        path = Path(run_dir)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirError(f"--run-dir {path}: already exists and is not empty; pick a new directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"--run-dir {path}: cannot create it ({exc.strerror}); pick a writable place") from None
+    else:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        parent = Path(runs_root) / name
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(f"{parent}: cannot create the run directory ({exc.strerror}); set logging.runs_dir or --run-dir") from None
+        for attempt in range(1000):
+            path = parent / (stamp if attempt == 0 else f"{stamp}_{attempt}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RunDirError(f"{path}: cannot create the run directory ({exc.strerror})") from None
+        else:
+            raise RunDirError(f"{parent}: too many runs started in the same second")
+    try:
+        (path / "checkpoints").mkdir(exist_ok=True)
+        atomic_write(path / ".write-probe", b"")
+        os.unlink(path / ".write-probe")
+    except OSError as exc:
+        raise RunDirError(f"{path}: not writable ({exc.strerror}); pick a writable run directory") from None
+    return path
+
+
+class Run:
+    """Writes one run's files: config.yaml, metrics.csv, summary.json, checkpoints, TensorBoard events."""
+
+    def __init__(self, path: Path, tensorboard: bool, save_checkpoint: Callable[[Path, dict[str, Any]], None]):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+        self._save = save_checkpoint
+        self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.path))
+
+    def write_config(self, text: str) -> None:
+        atomic_write_text(self.path / "config.yaml", text)
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.path / "checkpoints" / f"{name}.pt"
+
+    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+        path = self.checkpoint_path(name)
+        self._save(path, {**self.static, **state})
+        return path
+
+    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        """One metrics.csv row and one TensorBoard scalar per value, tagged as given (train/loss, val/f1, lr)."""
+        row = {"epoch": epoch, **values}
+        self.rows.append(row)
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        buf = io.StringIO()
+        out = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        out.writeheader()
+        out.writerows(self.rows)
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, epoch)
+
+    def log_step(self, step: int, loss: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar("step/train_loss", loss, step)
+
+    def log_histograms(self, epoch: int, tensors: Iterable[tuple[str, Any]]) -> None:
+        if self.writer is not None:
+            for tag, tensor in tensors:
+                self.writer.add_histogram(tag, tensor, epoch)
+
+    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+        """HParams tab: the run's flat config beside its final metrics."""
+        if self.writer is None:
+            return
+        clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
+        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}, for hparams."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
