@@ -270,14 +270,16 @@ def tensorboard(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 to share on the network)."),
 ) -> None:
     """Start TensorBoard on the runs directory and print its URL."""
-    import subprocess
-
     if not runs_dir.is_dir():
         raise MlptrainError(f"{runs_dir}: no such runs directory; train something first (mlptrain fit CONFIG)")
+    from tensorboard import program
+
+    # In-process rather than a child process: Ctrl-C or SIGTERM stops the server with this command.
+    board = program.TensorBoard()
+    board.configure(argv=[None, "--logdir", str(runs_dir), "--port", str(port), "--host", host])
     out.print(f"TensorBoard on http://{host}:{port}/  (logdir {runs_dir}; Ctrl-C stops it)")
-    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(runs_dir), "--port", str(port), "--host", host]
     try:
-        code = subprocess.call(cmd)
+        code = board.main()
     except KeyboardInterrupt:
         code = 0
     if code:

@@ -1,0 +1,365 @@
+"""End to end through the command line: fit -> eval -> predict, errors, and every shipped config.
+
+Most tests call ``cli.main(argv)`` in-process (same code path as the console script, without
+paying torch's import per test); a few run the real ``mlptrain`` / ``python -m mlptrain`` to
+prove the entry points, exit codes and the absence of tracebacks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlptrain import docs
+from mlptrain.cli import main
+
+from conftest import CONFIGS, ROOT
+
+TINY = """\
+data: {name: blobs, n_samples: 240, n_classes: 3, n_features: 4, noise: 1.0, seed: 3}
+model: {hidden: [16], activation: tanh}
+optimizer: {name: adam, lr: 0.01}
+train: {epochs: 6, batch_size: 32, seed: 1}
+logging: {progress: plain, histograms_every: 2}
+"""
+
+MLPTRAIN = [sys.executable, "-m", "mlptrain"]
+
+
+def run_cli(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MLPTRAIN, *argv], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def table_column(text: str, title: str, column: str) -> dict[str, str]:
+    """metric -> printed cell of one column of a rich table that follows ``title``."""
+    lines = text[text.index(title):].splitlines()
+    header = next(line for line in lines if "metric" in line and re.search(r"[┃│|]", line))
+    names = [c.strip() for c in re.split(r"[┃│|]", header) if c.strip()]
+    col = names.index(column)
+    cells: dict[str, str] = {}
+    for line in lines[lines.index(header) + 1 :]:
+        parts = [c.strip() for c in re.split(r"[┃│|]", line) if c.strip()]
+        if not parts or line.startswith(("└", "╰")):
+            if cells:
+                break
+            continue
+        if len(parts) == len(names):
+            cells[parts[0]] = parts[col]
+    return cells
+
+
+@pytest.fixture
+def fitted(tmp_path, write_config, capsys):
+    """One tiny run through `mlptrain fit`, shared by the eval/predict checks."""
+    cfg = write_config(TINY, "tiny.yaml")
+    run_dir = tmp_path / "run"
+    code = main(["fit", str(cfg), "--run-dir", str(run_dir), "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    return run_dir, printed
+
+
+def test_fit_prints_run_dir_first_then_one_line_per_epoch_and_final_table(fitted):
+    run_dir, printed = fitted
+    lines = printed.splitlines()
+    assert lines[0] == f"run directory: {run_dir}"
+    epoch_lines = [line for line in lines if line.startswith("epoch ")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(epoch_lines) == summary["epochs_run"]
+    assert "train/loss" in epoch_lines[0] and "val/loss" in epoch_lines[0] and "lr" in epoch_lines[0]
+    cells = table_column(printed, "final metrics", "test")
+    assert set(cells) >= {"loss", "accuracy", "zero_one_loss", "precision", "recall", "f1"}
+    assert "TensorBoard" in printed
+
+
+def test_run_directory_layout(fitted):
+    run_dir, _ = fitted
+    assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+    stored = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert stored["model"]["hidden"] == [16] and stored["train"]["device"] == "cpu"
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert len(rows) == summary["epochs_run"] and "val/accuracy" in rows[0]
+    assert summary["parameters"] == 4 * 16 + 16 + 16 * 3 + 3
+    assert set(summary["metrics"]) == {"train", "val", "test"}
+    assert summary["train_seconds"] > 0 and summary["best_epoch"] >= 1
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_eval_reproduces_fit_test_metrics_to_the_printed_digit(fitted, capsys):
+    run_dir, printed = fitted
+    fit_cells = table_column(printed, "final metrics", "test")
+    assert main(["eval", str(run_dir / "checkpoints" / "best.pt")]) == 0
+    eval_out = capsys.readouterr().out
+    assert table_column(eval_out, "metrics", "test") == fit_cells
+    assert "confusion matrix" in eval_out
+    # --json gives the same numbers as summary.json
+    assert main(["eval", str(run_dir / "checkpoints" / "best.pt"), "--json", "--split", "val"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert data["metrics"] == pytest.approx(summary["metrics"]["val"], rel=1e-6)
+    assert sum(map(sum, data["confusion_matrix"])) == data["rows"]
+
+
+def test_eval_writes_json_file_and_refuses_bad_split(fitted, tmp_path, capsys):
+    run_dir, _ = fitted
+    out = tmp_path / "m.json"
+    assert main(["eval", str(run_dir / "checkpoints" / "best.pt"), "--split", "train", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["data"] == "train split"
+    capsys.readouterr()
+    assert main(["eval", str(run_dir / "checkpoints" / "best.pt"), "--split", "holdout"]) == 2
+    assert "holdout" in capsys.readouterr().err
+
+
+def test_predict_writes_one_row_per_input_with_probabilities(fitted, tmp_path, capsys):
+    run_dir, _ = fitted
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
+    inp = tmp_path / "new.npz"
+    np.savez(inp, x=x)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run_dir / "checkpoints" / "best.pt"), str(inp), "-o", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7
+    probs = [[float(r[f"prob_{k}"]) for k in ("0", "1", "2")] for r in rows]
+    for r, p in zip(rows, probs):
+        assert sum(p) == pytest.approx(1.0, abs=1e-4)
+        assert r["prediction"] == str(int(np.argmax(p)))
+    # never overwrites
+    capsys.readouterr()
+    assert main(["predict", str(run_dir / "checkpoints" / "best.pt"), str(inp), "-o", str(out)]) != 0
+    assert "exists" in capsys.readouterr().err
+
+
+def test_csv_example_predicts_class_names_and_eval_on_new_file(tmp_path, capsys):
+    run_dir = tmp_path / "csv"
+    assert main(["fit", str(CONFIGS / "csv_example.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=5"]) == 0
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(ckpt), str(CONFIGS / "data" / "flowers.csv"), "-o", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 150
+    assert {r["prediction"] for r in rows} <= {"alpha", "beta", "gamma"}
+    assert set(rows[0]) == {"prediction", "prob_alpha", "prob_beta", "prob_gamma"}
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--data", str(CONFIGS / "data" / "flowers.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 150
+
+
+def test_regression_predict_is_in_target_units(tmp_path, capsys):
+    run_dir = tmp_path / "reg"
+    assert main(["fit", str(CONFIGS / "diabetes.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=30"]) == 0
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    inp, out = tmp_path / "x.npy", tmp_path / "y.csv"
+    np.save(inp, x[:50].astype(np.float32))
+    assert main(["predict", str(run_dir / "checkpoints" / "best.pt"), str(inp), "-o", str(out)]) == 0
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    pred = np.array([float(r["pred_target"]) for r in rows])
+    assert len(pred) == 50
+    assert 25 < pred.mean() < 350  # the target's own units (disease progression 25..346), not standardized
+    assert np.corrcoef(pred, y[:50])[0, 1] > 0.5
+
+
+def test_validate_prints_summary_and_counts_26_for_the_notes_3_4_2_net(write_config, capsys):
+    cfg = write_config("data: {name: blobs, n_features: 3, n_classes: 2}\ntask: multiclass\nmodel: {hidden: [4]}\n")
+    assert main(["validate", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    assert "# resolved config" in text and "learnable parameters: 26" in text
+    assert "Linear(3→4)" in text and "Linear(4→2)" in text and "config OK" in text
+
+
+def test_misspelled_key_is_one_line_exit_2_no_traceback(write_config):
+    cfg = write_config("data: {name: moons}\noptimzer: {lr: 0.1}\n")
+    proc = run_cli("fit", str(cfg))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "optimzer" in proc.stderr and "did you mean 'optimizer'" in proc.stderr and str(cfg) in proc.stderr
+
+
+def test_bad_value_lists_allowed_values(write_config, capsys):
+    cfg = write_config("data: {name: moons}\nmodel: {activation: relux}\n")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "model.activation" in err and "'relux'" in err and "leaky_relu" in err
+
+
+def test_debug_flag_shows_the_traceback(write_config):
+    cfg = write_config("data: {name: moons}\noptimzer: {lr: 0.1}\n")
+    proc = run_cli("--debug", "fit", str(cfg))
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        (["fit", "does/not/exist.yaml"], 2, ["does/not/exist.yaml", "not found"]),
+        (["eval", "nothing.pt"], 4, ["nothing.pt", "not found"]),
+        (["fit", "{cfg}", "--set", "optimizer.lr"], 2, ["KEY=VALUE"]),
+        (["fit", "{cfg}", "--device", "tpu"], 2, ["device", "tpu"]),
+        (["fit", "{cfg}", "--device", "cuda"], 1, ["CUDA is not available"]),
+        (["fit", "{cfg}", "--set", "train.early_stopping.monitor=val/auc"], 2, ["val/auc", "val/accuracy"]),
+        (["fit", "{cfg}", "--set", "loss=mse"], 2, ["mse", "binary"]),
+    ],
+)
+def test_bad_input_exit_codes(argv, code, words, write_config, tmp_path, capsys):
+    cfg = write_config("data: {name: moons, n_samples: 100}\ntrain: {epochs: 1}\n")
+    argv = [a.replace("{cfg}", str(cfg)) for a in argv] + (["--run-dir", str(tmp_path / "r")] if argv[0] == "fit" else [])
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert all(w in captured.err for w in words), captured.err
+    assert captured.err.startswith("error:") and "Traceback" not in captured.err
+
+
+def test_fit_refuses_a_non_empty_run_dir_and_keeps_it(write_config, tmp_path, capsys):
+    cfg = write_config("data: {name: moons, n_samples: 100}\ntrain: {epochs: 1}\n")
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("precious")
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == 5
+    assert (run_dir / "keep.txt").read_text() == "precious" and len(list(run_dir.iterdir())) == 1
+
+
+def test_runs_go_to_name_and_timestamp_and_never_collide(write_config, tmp_path, capsys):
+    cfg = write_config(f"data: {{name: moons, n_samples: 100}}\ntrain: {{epochs: 1}}\nlogging: {{runs_dir: {tmp_path / 'runs'}}}\n")
+    assert main(["fit", str(cfg), "--name", "exp"]) == 0
+    assert main(["fit", str(cfg), "--name", "exp"]) == 0
+    runs = sorted((tmp_path / "runs" / "exp").iterdir())
+    assert len(runs) == 2 and all((r / "summary.json").is_file() for r in runs)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(_\d+)?", runs[0].name)
+
+
+def test_init_writes_a_starter_that_validates_and_trains(tmp_path, capsys):
+    path = tmp_path / "starter.yaml"
+    assert main(["init", str(path)]) == 0
+    assert path.read_text().startswith("#")
+    assert main(["fit", str(path), "--run-dir", str(tmp_path / "r"), "--set", "train.epochs=2"]) == 0
+    assert main(["init", str(path)]) != 0  # never overwrites
+
+
+def test_schema_is_json_schema_of_every_section(capsys):
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert set(schema["properties"]) == {"name", "data", "model", "task", "loss", "optimizer", "scheduler", "train", "logging"}
+    assert schema["required"] == ["data"]
+    assert schema["$defs"]["OptimizerSpec"]["additionalProperties"] is False
+
+
+def test_every_command_has_help_with_an_example():
+    for command in ("fit", "eval", "predict", "validate", "init", "tensorboard", "schema"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0, proc.stderr
+        assert "Example: mlptrain " + command in proc.stdout, command
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "mlptrain"
+    assert script.is_file(), "pip install -e . should have created the mlptrain console script"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "fit" in proc.stdout
+
+
+def test_readme_config_reference_is_current():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert docs.render(readme) == readme, "README config reference is stale: run `make docs`"
+
+
+def test_readme_opens_with_the_two_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first_block = readme.split("```", 2)[1]
+    assert "make demo" in first_block and "make test" in first_block
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_readme_documents_every_config_section_and_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for command in ("fit", "eval", "predict", "validate", "init", "tensorboard", "schema"):
+        assert f"mlptrain {command}" in readme
+    for section in ("data", "model", "loss", "optimizer", "scheduler", "train", "logging"):
+        assert f"#### `{section}`" in readme
+
+
+# ------------------------------------------------------------------------------------------------
+# Every shipped config runs (shortened), and the notes' XOR claims hold for the real config.
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_runs(config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["fit", str(CONFIGS / config), "--run-dir", str(run_dir), "--set", "train.epochs=3"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] <= 3 and "test" in summary["metrics"]
+
+
+def test_xor_config_is_learned_with_one_hidden_layer_and_not_without(tmp_path, capsys):
+    deep, linear = tmp_path / "deep", tmp_path / "linear"
+    assert main(["fit", str(CONFIGS / "xor.yaml"), "--run-dir", str(deep), "--set", "train.epochs=60"]) == 0
+    assert main(["fit", str(CONFIGS / "xor.yaml"), "--run-dir", str(linear), "--set", "train.epochs=60", "--set", "model.hidden=[]"]) == 0
+    acc = lambda d: json.loads((d / "summary.json").read_text())["metrics"]["test"]["accuracy"]  # noqa: E731
+    assert acc(deep) == 1.0
+    assert acc(linear) < 0.8
+
+
+def test_quickstart_reaches_high_test_accuracy(tmp_path, capsys):
+    run_dir = tmp_path / "qs"
+    assert main(["fit", str(CONFIGS / "quickstart.yaml"), "--run-dir", str(run_dir), "--set", "logging.histograms_every=0"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["metrics"]["test"]["accuracy"] > 0.95
+
+
+# ------------------------------------------------------------------------------------------------
+# TensorBoard serves the run's scalars.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_command_serves_the_runs_scalars(fitted):
+    run_dir, _ = fitted
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*MLPTRAIN, "tensorboard", str(run_dir.parent), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        tags: dict = {}
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.loads(r.read())
+                if tags:
+                    break
+            except OSError:
+                pass
+            time.sleep(1)
+        assert tags, "TensorBoard did not serve scalars"
+        run_tags = next(iter(tags.values()))
+        for tag in ("train/loss", "val/loss", "val/accuracy", "lr", "step/train_loss"):
+            assert tag in run_tags, (tag, sorted(run_tags))
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert f"http://127.0.0.1:{port}/" in out
