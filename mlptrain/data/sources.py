@@ -93,7 +93,9 @@ def bundled(name: str) -> Table:
         return Table(bunch.data.astype(np.float32), bunch.target, names, ["target"], "regression", None)
     classes = [str(c) for c in bunch.target_names]
     task = "binary" if len(classes) == 2 else "multiclass"
-    return Table(bunch.data.astype(np.float32), bunch.target, names, ["target"], task, classes)
+    # Labels as class names (malignant/benign), like a CSV's: predict writes names, not indices.
+    labels = np.asarray(classes, dtype=object)[bunch.target]
+    return Table(bunch.data.astype(np.float32), labels, names, ["target"], task, classes)
 
 
 def read_csv(path: Path, target: Union[str, list[str], None], features: Optional[list[str]], need_target: bool = True) -> Table:
