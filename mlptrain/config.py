@@ -207,7 +207,11 @@ class OptimizerSpec(NamedSection):
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop: momentum.")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw, nadam: moment decay rates.")
-    eps: float = Field(1e-8, gt=0.0, description="adam, adamw, nadam, rmsprop, adagrad, adadelta: denominator epsilon.")
+    eps: Optional[float] = Field(
+        None, gt=0.0,
+        description="Denominator epsilon of adam, adamw, nadam, rmsprop, adagrad, adadelta; default each one's own "
+        "(1e-8; adagrad 1e-10; adadelta 1e-6, whose first steps are about √eps).",
+    )
     alpha: float = Field(0.99, gt=0.0, lt=1.0, description="rmsprop: decay of the squared-gradient average.")
     rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta: decay of the running averages.")
 
@@ -235,7 +239,7 @@ class SchedulerSpec(NamedSection):
     t_max: Optional[int] = Field(None, ge=1, description="cosine: period in intervals; default the remaining epochs.")
     min_lr: float = Field(0.0, ge=0.0, description="cosine and reduce_on_plateau: lower bound of the lr.")
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="reduce_on_plateau: lr *= factor on a plateau.")
-    patience: int = Field(5, ge=0, description="reduce_on_plateau: epochs without improvement before reducing.")
+    patience: int = Field(5, ge=0, description="reduce_on_plateau: epochs without improvement tolerated; the lr drops on the next one (PyTorch's rule).")
     monitor: Optional[str] = Field(
         None, description="reduce_on_plateau: metric watched; default train.early_stopping.monitor."
     )

@@ -14,16 +14,21 @@ import torch
 
 from mlptrain.config import OptimizerSpec, SchedulerSpec
 
+def _eps(s: OptimizerSpec) -> dict[str, float]:
+    """``eps`` only when the config sets it, so each optimizer keeps its own default otherwise."""
+    return {} if s.eps is None else {"eps": s.eps}
+
+
 OPTIMIZERS: dict[str, Callable[[Iterable[torch.nn.Parameter], OptimizerSpec], torch.optim.Optimizer]] = {
     "sgd": lambda p, s: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay),
-    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay),
-    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay),
-    "nadam": lambda p, s: torch.optim.NAdam(p, lr=s.lr, betas=s.betas, eps=s.eps, weight_decay=s.weight_decay),
+    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, betas=s.betas, **_eps(s), weight_decay=s.weight_decay),
+    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, betas=s.betas, **_eps(s), weight_decay=s.weight_decay),
+    "nadam": lambda p, s: torch.optim.NAdam(p, lr=s.lr, betas=s.betas, **_eps(s), weight_decay=s.weight_decay),
     "rmsprop": lambda p, s: torch.optim.RMSprop(
-        p, lr=s.lr, alpha=s.alpha, eps=s.eps, momentum=s.momentum, weight_decay=s.weight_decay
+        p, lr=s.lr, alpha=s.alpha, **_eps(s), momentum=s.momentum, weight_decay=s.weight_decay
     ),
-    "adagrad": lambda p, s: torch.optim.Adagrad(p, lr=s.lr, eps=s.eps, weight_decay=s.weight_decay),
-    "adadelta": lambda p, s: torch.optim.Adadelta(p, lr=s.lr, rho=s.rho, eps=s.eps, weight_decay=s.weight_decay),
+    "adagrad": lambda p, s: torch.optim.Adagrad(p, lr=s.lr, **_eps(s), weight_decay=s.weight_decay),
+    "adadelta": lambda p, s: torch.optim.Adadelta(p, lr=s.lr, rho=s.rho, **_eps(s), weight_decay=s.weight_decay),
 }
 
 
