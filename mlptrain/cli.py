@@ -146,7 +146,7 @@ def fit(
 
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
-    progress = make_progress(spec.logging.progress, spec.train.early_stopping.monitor)
+    progress = make_progress(spec.logging.progress, pipeline.monitor_key(spec.train.early_stopping.monitor))
     try:
         result = pipeline.train(spec, path, spec.train.device, progress)
     finally:

@@ -54,8 +54,13 @@ def logged_names(task: str, has_val: bool) -> list[str]:
     return names + ["lr"]
 
 
+def monitor_key(name: str) -> str:
+    """Keras spells metrics val_loss; mlptrain logs val/loss. Accept both."""
+    return name.replace("_", "/", 1) if name.startswith(("val_", "train_")) else name
+
+
 def _monitor(name: str, task: str, has_val: bool, key: str) -> str:
-    name = name.replace("_", "/", 1) if name.startswith(("val_", "train_")) else name  # Keras' val_loss
+    name = monitor_key(name)
     valid = logged_names(task, has_val)
     if name not in valid:
         hint = " (the data has no validation split: set data.split.val > 0)" if name.startswith("val/") and not has_val else ""

@@ -108,7 +108,10 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
 
 
 def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) row indices; stratified where every class has at least two rows."""
+    """(kept, held out) row indices; stratified where every class has at least two rows.
+
+    ``fraction`` is a share of the ``n`` rows, or (an int) the number of rows to hold out.
+    """
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(n)
@@ -117,7 +120,7 @@ def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarr
     stratify = None
     if strata is not None:
         _, counts = np.unique(strata, return_counts=True)
-        held = int(np.ceil(fraction * n))
+        held = fraction if isinstance(fraction, int) else int(np.ceil(fraction * n))
         if counts.min() >= 2 and held >= len(counts) and n - held >= len(counts):
             stratify = strata
     try:
@@ -169,17 +172,20 @@ def prepare(
         if task == "binary" and len(names) != 2:
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
     rows = {"train": main, "val": None, "test": None}
+    # A split file's columns are matched by name to the training file's, not by position.
+    split_spec = spec.model_copy(update={"features": list(main.feature_names)}) if spec.name == "csv" else spec
     for split in ("val", "test"):
         if files[split] is not None:
-            rows[split] = _load(spec, files[split])
+            rows[split] = _load(split_spec, files[split])
     # Hold out by fraction what was not given as a file: test first, then val from the rest.
     strata = main.y.reshape(len(main.y), -1)[:, 0] if (task in ("binary", "multiclass") and spec.split.stratify) else None
     keep = np.arange(len(main.x))
     for split, fraction in (("test", spec.split.test), ("val", spec.split.val)):
         if rows[split] is not None or fraction <= 0:
             continue
-        # the val fraction is of all rows, so rescale it to what is left after the test split
-        frac = fraction if split == "test" else min(0.99, fraction * len(main.x) / len(keep))
+        # the val fraction is of all rows: hold out that many rows of what the test split left
+        # (a count, not a rescaled fraction, whose rounding error could add a row)
+        frac = fraction if split == "test" else int(np.ceil(round(fraction * len(main.x), 9)))
         kept, held = _split_indices(len(keep), frac, spec.split.seed, None if strata is None else strata[keep])
         rows[split] = Table(main.x[keep[held]], main.y[keep[held]], main.feature_names, main.target_names)
         keep = keep[kept]
@@ -211,9 +217,10 @@ def prepare(
     def build(table: Optional[Table], name: str) -> Optional[Split]:
         if table is None or len(table.x) == 0:
             return None
+        where = str(files[name]) if files.get(name) else f"{source} ({name})"  # the file the rows came from
         if table.x.shape[1] != len(state["feature_names"]):
-            raise DataError(f"{name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
-        return Split(apply_scaler(table.x, state["scaler"]), encode_targets(table.y, task, state, f"{source} ({name})"))
+            raise DataError(f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
+        return Split(apply_scaler(table.x, state["scaler"]), encode_targets(table.y, task, state, where))
 
     train_split = build(rows["train"], "train")
     assert train_split is not None
