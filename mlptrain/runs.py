@@ -142,8 +142,16 @@ class Run:
         """HParams tab: the run's flat config beside its final metrics."""
         if self.writer is None:
             return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        self.writer.add_hparams(clean, {f"hparam/{k}": v for k, v in metrics.items()}, run_name=".")
+        tagged = {f"hparam/{k}": v for k, v in metrics.items()}
+        # Into this run's own event file (add_hparams would start a second writer and file).
+        writer = self.writer._get_file_writer()
+        for summary in hparams_summary(clean, tagged):
+            writer.add_summary(summary)
+        for tag, value in tagged.items():
+            self.writer.add_scalar(tag, value)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
