@@ -159,8 +159,11 @@ def fit(
         f"{s['epochs_run']} epochs ({stop}) in {s['train_seconds']:.1f}s on {s['device']}; "
         f"best {s['monitor']} {fmt(s['best_value'])} at epoch {s['best_epoch']}; {s['parameters']} parameters"
     )
-    out.print(f"checkpoint: {result.checkpoint}")
-    out.print(f"evaluate:   mlptrain eval {result.checkpoint}")
+    if result.checkpoint is not None:
+        out.print(f"checkpoint: {result.checkpoint}")
+        out.print(f"evaluate:   mlptrain eval {result.checkpoint}")
+    else:
+        out.print("checkpoint: none holds the final weights (train.checkpoint.save_best / save_last are off)")
     if spec.logging.tensorboard:
         logdir = Path(path).parent.parent if run_dir is None else Path(path)
         out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")

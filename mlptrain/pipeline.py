@@ -105,7 +105,7 @@ class FitOutcome:
     run_dir: Path
     metrics: dict[str, dict[str, float]]  # split -> metric -> value
     summary: dict[str, Any]
-    checkpoint: Path
+    checkpoint: Optional[Path]  # None when train.checkpoint kept no file with the final weights
 
 
 def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
@@ -167,8 +167,15 @@ def train(spec: Spec, run_path: Path, device_name: str, progress: Optional[Progr
             t = _tensors(split, device)
             if t is not None:
                 metrics[name] = evaluate(model, built.loss_fn, t[0], t[1], task, loop.eval_batch_size)
-        weights = "best" if (es.restore_best_weights and result.best_epoch and loop.save_best) else "last"
-        ckpt = run.checkpoint_path(weights)
+        # The checkpoint to point users at must hold exactly the weights the metrics were computed with.
+        weights = "best" if (es.restore_best_weights and result.best_epoch) else "last"
+        same_as_last = weights == "last" or result.best_epoch == result.epochs_run
+        if weights == "best" and loop.save_best:
+            ckpt: Optional[Path] = run.checkpoint_path("best")
+        elif same_as_last and loop.save_last:
+            ckpt = run.checkpoint_path("last")
+        else:
+            ckpt = None
         summary = {
             "run_dir": str(run_path),
             "task": task.name,
@@ -185,7 +192,7 @@ def train(spec: Spec, run_path: Path, device_name: str, progress: Optional[Progr
             "train_seconds": round(result.train_seconds, 3),
             "wall_seconds": round(time.perf_counter() - wall, 3),
             "final_weights": weights,
-            "checkpoint": str(ckpt),
+            "checkpoint": str(ckpt) if ckpt else None,
             "metrics": metrics,
         }
         run.write_summary(summary)

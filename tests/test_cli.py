@@ -363,3 +363,22 @@ def test_tensorboard_command_serves_the_runs_scalars(fitted):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert f"http://127.0.0.1:{port}/" in out
+
+
+def test_printed_checkpoint_always_holds_the_final_weights(write_config, tmp_path, capsys):
+    cfg = write_config(TINY, "tiny.yaml")
+    # last weights kept, only last.pt saved: eval of the printed checkpoint reproduces the test metrics
+    run_a = tmp_path / "a"
+    argv = ["fit", str(cfg), "--run-dir", str(run_a), "--set", "train.early_stopping.restore_best_weights=false"]
+    assert main([*argv, "--set", "train.checkpoint.save_best=false"]) == 0
+    summary = json.loads((run_a / "summary.json").read_text())
+    assert summary["checkpoint"].endswith("last.pt") and not (run_a / "checkpoints" / "best.pt").exists()
+    capsys.readouterr()
+    assert main(["eval", summary["checkpoint"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(summary["metrics"]["test"], rel=1e-6)
+    # nothing saved that holds the final weights: say so rather than point at the wrong file
+    run_b = tmp_path / "b"
+    assert main(["fit", str(cfg), "--run-dir", str(run_b), "--set", "train.early_stopping.restore_best_weights=false",
+                 "--set", "train.checkpoint.save_last=false"]) == 0
+    assert json.loads((run_b / "summary.json").read_text())["checkpoint"] is None
+    assert "none holds the final weights" in capsys.readouterr().out
