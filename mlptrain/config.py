@@ -241,7 +241,9 @@ class SchedulerSpec(NamedSection):
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="reduce_on_plateau: lr *= factor on a plateau.")
     patience: int = Field(5, ge=0, description="reduce_on_plateau: epochs without improvement tolerated; the lr drops on the next one (PyTorch's rule).")
     monitor: Optional[str] = Field(
-        None, description="reduce_on_plateau: metric watched; default train.early_stopping.monitor."
+        None,
+        description="reduce_on_plateau: metric watched, e.g. train/loss (max for accuracy/precision/recall/f1/r2, "
+        "else min); default train.early_stopping.monitor with its mode."
     )
 
 

@@ -68,6 +68,7 @@ class Loop:
     step_every: int = 10
     histograms_every: int = 0
     schedule_per_step: bool = False
+    plateau_monitor: Optional[str] = None  # metric fed to the schedule each epoch (reduce_on_plateau); None: monitor
 
 
 @dataclass
@@ -223,7 +224,7 @@ def fit(
                 run.save_checkpoint("last", state)
         progress.end_epoch(epoch, values, improved)
 
-        schedule.epoch_end(current)
+        schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
         if not loop.schedule_per_step:
             schedule.step()
         if loop.early_stopping and bad_epochs >= max(1, loop.patience):

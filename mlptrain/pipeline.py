@@ -127,13 +127,13 @@ def train(spec: Spec, run_path: Path, device_name: str, progress: Optional[Progr
     optimizer = build_optimizer(model.parameters(), spec.optimizer)
     sched = spec.scheduler
     plateau_monitor = _monitor(sched.monitor, task.name, has_val, "scheduler.monitor") if sched.monitor else monitor
-    if plateau_monitor != monitor:
-        raise ConfigError("scheduler.monitor must equal train.early_stopping.monitor (one monitored metric per run)")
+    # reduce_on_plateau may watch its own metric; better is then read from its name (mode auto)
+    plateau_mode = mode if plateau_monitor == monitor else default_mode(plateau_monitor, "auto")
     per_step = sched.interval == "step" and sched.name != "reduce_on_plateau"
     batch = None if spec.train.batch_size == "full" else int(spec.train.batch_size)
     n_train = len(prepared.train.x)
     steps = 1 if batch is None else -(-n_train // batch)
-    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), mode)
+    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
     if batch is not None and spec.train.drop_last and batch > n_train:
         raise DataError(f"train.batch_size {batch} with drop_last: the training split has only {n_train} rows")
     loop = Loop(
@@ -143,7 +143,7 @@ def train(spec: Spec, run_path: Path, device_name: str, progress: Optional[Progr
         patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights,
         save_best=spec.train.checkpoint.save_best, save_last=spec.train.checkpoint.save_last,
         step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
-        schedule_per_step=per_step,
+        schedule_per_step=per_step, plateau_monitor=plateau_monitor,
     )
 
     spec_dict = spec_to_dict(spec)
