@@ -148,7 +148,7 @@ def fit(
     out.print(f"run directory: {path}")
     progress = make_progress(spec.logging.progress, pipeline.monitor_key(spec.train.early_stopping.monitor))
     try:
-        result = pipeline.train(spec, path, spec.train.device, progress)
+        result = pipeline.train(spec, path, spec.train.device, progress, notify=lambda m: err.print(m, markup=False))
     finally:
         if hasattr(progress, "close"):
             progress.close()

@@ -280,6 +280,15 @@ class TrainSpec(Section):
     seed: int = Field(0, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N; `--device` overrides.")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+        "32",
+        description="32: float32 throughout; bf16-mixed / 16-mixed: autocast matmuls to bfloat16 / float16 "
+        "(16-mixed scales the loss with a GradScaler). Weights and optimizer state stay float32.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (pays on GPUs; on small CPU models it is often slower)."
+    )
+    threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default the cores this process may use.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints kept.")
 
@@ -289,6 +298,11 @@ class TrainSpec(Section):
         if isinstance(value, int) and value < 1:
             raise ValueError(f"batch_size must be at least 1 or 'full', got {value}")
         return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> Any:
+        return str(value) if value in (32, "32", 32.0) else value  # YAML reads `precision: 32` as a number
 
     @field_validator("device")
     @classmethod

@@ -3,11 +3,14 @@
 ``fit`` takes built objects (model, loss function, optimizer, schedule, tensors) and never parses
 config strings. Data lives on the training device as whole tensors; each epoch draws one
 permutation from a seeded generator and slices batches by index (no DataLoader, no per-sample
-Python). The loss is accumulated on the device and read only every ``step_every`` steps.
+Python). Data too large for the device stays in (pinned) host memory and each batch is copied
+with ``non_blocking=True``. The loss is accumulated on the device and read only every
+``step_every`` steps; mixed precision is ``torch.autocast`` around forward and loss.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -69,6 +72,9 @@ class Loop:
     histograms_every: int = 0
     schedule_per_step: bool = False
     plateau_monitor: Optional[str] = None  # metric fed to the schedule each epoch (reduce_on_plateau); None: monitor
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    device: Optional[torch.device] = None  # where to train; default where the data is
+    host_batches: bool = False  # data stays where it is (pinned host memory); each batch is copied to ``device``
 
 
 @dataclass
@@ -82,14 +88,27 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for forward + loss; ``32`` is plain float32."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float16)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Forward pass in eval mode over large batches."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, precision: str = "32") -> torch.Tensor:
+    """Forward pass in eval mode over large batches, as float32 logits on the model's device."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else x[:0]
+    device = model_device(model)
+    with autocast(device, precision):
+        parts = [model(x[i : i + batch_size].to(device, non_blocking=True)).float() for i in range(0, len(x), batch_size)]
     model.train(was_training)
-    return out
+    return torch.cat(parts) if parts else torch.zeros(0, device=device)
 
 
 def unscale(task: Task, values: torch.Tensor) -> torch.Tensor:
@@ -99,14 +118,52 @@ def unscale(task: Task, values: torch.Tensor) -> torch.Tensor:
     return values * task.target_std.to(values.device) + task.target_mean.to(values.device)
 
 
-def evaluate(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int, precision: str = "32"
+) -> dict[str, float]:
     """Loss and every metric of the task on one split (regression metrics in original units)."""
-    logits = predict_logits(model, x, batch_size)
+    logits = predict_logits(model, x, batch_size, precision)
+    y = y.to(logits.device)
     with torch.inference_mode():
-        loss = float(loss_fn(logits.float(), y))
+        loss = float(loss_fn(logits, y))
         if task.name == "regression":
             logits, y = unscale(task, logits), unscale(task, y)
         return {"loss": loss, **compute_metrics(task.name, logits, y, task.n_classes)}
+
+
+class HostBatches:
+    """Batches of host-resident data copied to the device through two pinned buffers.
+
+    Rows are gathered into a pinned buffer and copied with ``non_blocking=True``, so the copy of
+    the next batch overlaps the current step's compute; an event per buffer keeps the host from
+    refilling a buffer whose copy has not finished.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int):
+        self.device = device
+        pin = device.type == "cuda"
+        self.slots = [
+            (
+                torch.empty((batch_size, *x.shape[1:]), dtype=x.dtype, pin_memory=pin),
+                torch.empty((batch_size, *y.shape[1:]), dtype=y.dtype, pin_memory=pin),
+                torch.cuda.Event() if pin else None,
+            )
+            for _ in range(2)
+        ]
+        self.k = 0
+
+    def get(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bx, by, done = self.slots[self.k % 2]
+        self.k += 1
+        if done is not None:
+            done.synchronize()
+        m = len(idx)
+        torch.index_select(x, 0, idx, out=bx[:m])
+        torch.index_select(y, 0, idx, out=by[:m])
+        xb, yb = bx[:m].to(self.device, non_blocking=True), by[:m].to(self.device, non_blocking=True)
+        if done is not None:
+            done.record()
+        return xb, yb
 
 
 def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
@@ -126,12 +183,19 @@ def fit(
     loop: Loop,
     run: Any = None,
     progress: Optional[Progress] = None,
+    forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> FitResult:
-    """Train with early stopping; ``run`` (a runs.Run) receives metrics, histograms and checkpoints."""
+    """Train with early stopping; ``run`` (a runs.Run) receives metrics, histograms and checkpoints.
+
+    ``forward`` is the model as called for training steps (e.g. its ``torch.compile`` form);
+    weights, evaluation and checkpoints always go through ``model`` itself.
+    """
     progress = progress or NoProgress()
+    forward = forward or model
     x, y = train
     n = len(x)
-    device = x.device
+    stream = loop.host_batches
+    device = torch.device(loop.device) if loop.device is not None else x.device
     bs = n if loop.batch_size is None else min(loop.batch_size, n)
     # BatchNorm cannot normalize a batch of one row in training mode: drop such a tail batch.
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -141,6 +205,8 @@ def fit(
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size {bs} with drop_last leaves no batch of the {n} training rows")
     generator = torch.Generator().manual_seed(loop.seed)
+    batches = HostBatches(x, y, device, bs) if stream else None
+    scaler = torch.amp.GradScaler(device.type) if loop.precision == "16-mixed" else None
     classify = task.name in ("binary", "multiclass")
 
     best = math.inf if loop.mode == "min" else -math.inf
@@ -154,21 +220,30 @@ def fit(
     for epoch in range(1, loop.epochs + 1):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         order = torch.randperm(n, generator=generator) if loop.shuffle else torch.arange(n)
-        order = order.to(device)
+        order = order if stream else order.to(device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.float64)
         window = torch.zeros((), device=device, dtype=torch.float64)
         seen, window_steps = 0, 0
         for b in range(steps_per_epoch):
             idx = order[b * bs : (b + 1) * bs]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
+            xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
+            with autocast(device, loop.precision):
+                logits = forward(xb)
+                loss = loss_fn(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if loop.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                if loop.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+                optimizer.step()
+            else:  # float16: scale the loss so small gradients survive, unscale before clipping
+                scaler.scale(loss).backward()
+                if loop.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
             if loop.schedule_per_step:
                 schedule.step()
             step += 1
@@ -191,7 +266,7 @@ def fit(
         if classify:
             values["train/accuracy"] = float(correct) / seen
         if val is not None and len(val[0]):
-            values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size).items()})
+            values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size, loop.precision).items()})
         values["lr"] = float(optimizer.param_groups[0]["lr"])
         history.append({"epoch": epoch, **values})
 
@@ -213,13 +288,14 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": epoch,
                 "step": step,
                 "metrics": values,
                 "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode},
             }
-            if improved and loop.save_best:
-                run.save_checkpoint("best", state)
+            if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
+                run.save_checkpoint("best", {k: v for k, v in state.items() if k not in ("optimizer", "schedule", "scaler")})
             if loop.save_last:
                 run.save_checkpoint("last", state)
         progress.end_epoch(epoch, values, improved)

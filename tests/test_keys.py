@@ -266,6 +266,48 @@ def observe_eval_batches(spec: Spec, work: Path) -> dict[str, Any]:
     return {"eval_batches": sizes}
 
 
+def observe_precision(spec: Spec, work: Path) -> dict[str, Any]:
+    """dtypes of the hidden layers' outputs in training steps (autocast changes them)."""
+    dtypes: set[str] = set()
+
+    def hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+        if isinstance(module, torch.nn.Linear) and torch.is_grad_enabled():
+            dtypes.add(str(output.dtype))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        obs = observe_fit(spec, work)
+    finally:
+        handle.remove()
+    return {"dtypes": sorted(dtypes), "metrics": obs["metrics"]}
+
+
+def observe_compile(spec: Spec, work: Path) -> dict[str, Any]:
+    """Whether the training forward went through torch.compile (faked: a real compile takes minutes here)."""
+    calls: list[str] = []
+    real = torch.compile
+
+    def fake(model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
+        calls.append(type(model).__name__)
+        return model
+
+    torch.compile = fake  # type: ignore[assignment]
+    try:
+        observe_fit(spec, work)
+    finally:
+        torch.compile = real  # type: ignore[assignment]
+    return {"compiled": calls}
+
+
+def observe_threads(spec: Spec, work: Path) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    try:
+        observe_fit(spec, work)
+        return {"threads": torch.get_num_threads()}
+    finally:
+        torch.set_num_threads(before)
+
+
 def observe_plateau(spec: Spec, work: Path) -> dict[str, Any]:
     """What reduce_on_plateau is fed each epoch and which direction counts as better."""
     fed: list[Optional[float]] = []
@@ -420,6 +462,9 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "train.drop_last": C(False, True, F, "steps"),
     "train.seed": C(0, 1, F, "metrics"),
     "train.device": C("cpu", "cuda", observe_device, "device"),
+    "train.precision": C("32", "bf16-mixed", observe_precision, ("dtypes", "metrics")),
+    "train.compile": C(False, True, observe_compile, "compiled"),
+    "train.threads": C(1, 2, observe_threads, "threads"),
     "train.grad_clip": C(None, 0.01, F, "metrics", optimizer__name="sgd", optimizer__lr=0.5),
     "train.early_stopping.enabled": C(True, False, F, ("epochs_run", "stopped_early"), train__epochs=4,
                                       train__early_stopping__patience=1, train__early_stopping__min_delta=100.0),
