@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test docs clean
+.PHONY: install demo test docs bench clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# mlptrain fit vs an idiomatic PyTorch loop, scikit-learn and the matmul floor (bench/README.md).
+bench: install
+	$(BIN)/python bench/bench.py
 
 # Regenerate the README's config reference from the pydantic models.
 docs: install

@@ -19,11 +19,16 @@ FORMAT = "mlptrain-checkpoint"
 FORMAT_VERSION = 1
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """Serialize to memory first, then one atomic write: a crash never leaves half a checkpoint."""
+def to_bytes(state: dict[str, Any]) -> bytes:
+    """The checkpoint file's bytes, with the format marker ``load`` checks."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buf)
-    atomic_write(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Serialize to memory first, then one atomic write: a crash never leaves half a checkpoint."""
+    atomic_write(Path(path), to_bytes(state))
 
 
 def load(path: Path) -> dict[str, Any]:

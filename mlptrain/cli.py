@@ -7,6 +7,7 @@ inside the commands so ``mlptrain --help`` answers at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -240,6 +241,13 @@ def validate(
         f"task: {info['task']} (loss {info['loss']}); inputs {info['in_features']}, outputs {info['out_features']}; "
         f"rows train {rows['train']}, val {rows['val']}, test {rows['test']}"
     )
+    if info.get("columns"):
+        columns = Table(title="columns (kind: how the model sees a feature; missing: empty cells in the file)", title_justify="left")
+        for col, justify in (("column", "left"), ("role", "left"), ("dtype", "left"), ("kind", "left"), ("missing", "right")):
+            columns.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for c in info["columns"]:
+            columns.add_row(c["column"], c["role"], c["dtype"], c["kind"], str(c["missing"]))
+        out.print(columns)
     table = Table(title="model", title_justify="left")
     for col, justify in (("layer", "left"), ("module", "left"), ("output shape", "right"), ("weights", "left"), ("params", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -303,12 +311,34 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
         atomic_write_text(output, text + "\n")
 
 
+@contextlib.contextmanager
+def data_warnings_as_lines() -> Any:
+    """Each ``DataWarning`` (dropped rows, unseen categories, ...) becomes one ``warning: ...`` line on stderr."""
+    import warnings
+
+    from mlptrain.errors import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        default = warnings.showwarning
+
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            if issubclass(category, DataWarning):
+                err.print(f"warning: {message}", markup=False)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the app and turn every error into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MLPTRAIN_DEBUG") == "1"
     try:
-        result = app(args=args, prog_name="mlptrain", standalone_mode=False)
+        with data_warnings_as_lines():
+            result = app(args=args, prog_name="mlptrain", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
     except MlptrainError as exc:
         if debug:

@@ -36,12 +36,17 @@ SchedulerName = Literal[
 ]
 SyntheticName = Literal["xor", "moons", "circles", "spirals", "blobs", "sine"]
 SklearnName = Literal["digits", "iris", "wine", "breast_cancer", "diabetes"]
-FileName = Literal["csv", "npz"]
-DataName = Literal[SyntheticName, SklearnName, FileName]
+FileName = Literal["csv", "parquet", "npz"]
+ImageName = Literal["fashion_mnist", "mnist", "kmnist", "emnist", "cifar10"]
+DataName = Literal[SyntheticName, SklearnName, FileName, ImageName]
 
 SYNTHETIC_NAMES: tuple[str, ...] = get_args(SyntheticName)
 SKLEARN_NAMES: tuple[str, ...] = get_args(SklearnName)
 FILE_NAMES: tuple[str, ...] = get_args(FileName)
+IMAGE_NAMES: tuple[str, ...] = get_args(ImageName)
+EmnistSubset = Literal["balanced", "byclass", "bymerge", "digits", "letters", "mnist"]
+TABLE_NAMES: tuple[str, ...] = ("csv", "parquet")  # files with named columns of any dtype (mlptrain.data.tabular)
+MissingPolicy = Literal["error", "drop", "impute_mean", "impute_median", "impute_constant"]
 
 
 class Section(BaseModel):
@@ -62,8 +67,14 @@ class NamedSection(Section):
 class SplitSpec(Section):
     """How one data file (or a built-in set) is split; ignored for a split given as its own file."""
 
-    val: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows held out for validation.")
-    test: float = Field(0.15, ge=0.0, lt=1.0, description="Fraction of rows held out for the test split.")
+    val: float = Field(
+        0.15, ge=0.0, lt=1.0,
+        description="Fraction of rows held out for validation (image sets: of the official training set).",
+    )
+    test: float = Field(
+        0.15, ge=0.0, lt=1.0,
+        description="Fraction of rows held out for the test split (ignored for image sets: their official test set is the test split).",
+    )
     seed: int = Field(0, description="Seed of the shuffle before splitting (independent of train.seed).")
     stratify: bool = Field(True, description="Keep class proportions equal across splits (classification).")
 
@@ -80,21 +91,53 @@ class DataSpec(Section):
     name: DataName = Field(
         ...,
         description="Built-in synthetic set (xor, moons, circles, spirals, blobs, sine), scikit-learn's bundled "
-        "set (digits, iris, wine, breast_cancer, diabetes), or a file kind (csv, npz).",
+        "set (digits, iris, wine, breast_cancer, diabetes), a file kind (csv, parquet, npz), or an image set "
+        "(fashion_mnist, mnist, kmnist, emnist, cifar10; see Image data).",
     )
-    path: Optional[str] = Field(None, description="csv/npz: the file to read and split (relative to the config file).")
-    train_path: Optional[str] = Field(None, description="csv/npz: a separate training file (instead of `path`).")
-    val_path: Optional[str] = Field(None, description="csv/npz: a separate validation file (with `train_path`).")
-    test_path: Optional[str] = Field(None, description="csv/npz: a separate test file (with `train_path`).")
+    path: Optional[str] = Field(None, description="csv/parquet/npz: the file to read and split (relative to the config file).")
+    train_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate training file (instead of `path`).")
+    val_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate validation file (with `train_path`).")
+    test_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate test file (with `train_path`).")
     target: Union[str, list[str], None] = Field(
-        None, description="csv: target column (a list of columns for multilabel or multi-output regression)."
+        None, description="csv/parquet: target column (a list of columns for multilabel or multi-output regression)."
     )
-    features: Optional[list[str]] = Field(None, description="csv: feature columns; default all columns but the target.")
+    features: Optional[list[str]] = Field(
+        None, description="csv/parquet: feature columns; default all columns but the target and `id`."
+    )
+    id: Optional[str] = Field(
+        None, description="csv/parquet: an identifier column: not a feature; `predict` copies it as its first output column."
+    )
+    categorical: Optional[list[str]] = Field(
+        None,
+        description="csv/parquet: feature columns to one-hot encode although they hold numbers (integer codes); text, "
+        "category and object columns are categorical already. Vocabulary from the training split; a category "
+        "unseen in training encodes as all zeros, with a warning.",
+    )
+    missing: MissingPolicy = Field(
+        "error",
+        description="csv/parquet: empty feature cells: `error` (counts them per column), `drop` their rows at fit time "
+        "(predict and eval --data fill them like impute_mean, with a warning), or fill with the training split's mean / median "
+        "(bool columns as 0/1; categorical columns: the most frequent training category) or `fill_value` "
+        "(categorical: the category `<missing>`). Fitted on train, stored in the checkpoint. Rows with an empty "
+        "target are always dropped, with a warning.",
+    )
+    fill_value: float = Field(
+        0.0, description="missing `impute_constant`: the value of empty numeric and bool cells."
+    )
     n_samples: int = Field(1000, ge=4, description="Synthetic sets: number of rows generated.")
     noise: float = Field(0.1, ge=0.0, description="Synthetic sets: standard deviation of the Gaussian noise.")
     n_classes: int = Field(3, ge=2, description="blobs and spirals: number of classes.")
     n_features: int = Field(2, ge=1, description="blobs: number of input features.")
     seed: int = Field(0, description="Synthetic sets: seed of the generator.")
+    root: Optional[str] = Field(
+        None,
+        description="Image sets: directory holding the set's files (relative to the config file), looked in before "
+        "the system's (fashion_mnist: /usr/share/datasets/fashion-mnist); see Image data.",
+    )
+    download: bool = Field(
+        False, description="Image sets: fetch missing files into `root` with torchvision (needs a network and `root`)."
+    )
+    subset: EmnistSubset = Field("balanced", description="emnist: which EMNIST split (its classes and files).")
     split: SplitSpec = Field(default_factory=SplitSpec, description="Train/val/test fractions and shuffle seed.")
     scale: Literal["standard", "minmax", "none"] = Field(
         "standard", description="Feature scaling fitted on the training split only and stored in the checkpoint."
@@ -112,12 +155,31 @@ class DataSpec(Section):
                 raise ValueError(f"data.name '{self.name}' needs data.path (or data.train_path) naming the file to read")
             if self.path and self.train_path:
                 raise ValueError("give either data.path (split by fractions) or data.train_path, not both")
-            if self.name == "csv" and self.target is None:
-                raise ValueError("data.name 'csv' needs data.target: the name of the target column")
+            if self.name in TABLE_NAMES and self.target is None:
+                raise ValueError(f"data.name '{self.name}' needs data.target: the name of the target column")
+            if self.name not in TABLE_NAMES:
+                given = [k for k in ("id", "categorical") if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
+                if given:
+                    raise ValueError(f"data.{given[0]} applies to csv/parquet files only, not to '{self.name}' arrays")
+            targets = [self.target] if isinstance(self.target, str) else list(self.target or [])
+            if self.id is not None and (self.id in targets or self.id in (self.features or [])):
+                where = "data.target" if self.id in targets else "data.features"
+                raise ValueError(f"data.id '{self.id}' is also in {where}; an id column is neither a feature nor a target")
         else:
-            given = [k for k in ("path", "train_path", "val_path", "test_path", "target", "features") if getattr(self, k)]
+            given = [
+                k for k in ("path", "train_path", "val_path", "test_path", "target", "features", "id", "categorical")
+                if getattr(self, k)
+            ] + (["missing"] if self.missing != "error" else [])
             if given:
-                raise ValueError(f"data.{given[0]} applies to csv/npz files only, not to the built-in set '{self.name}'")
+                kinds = "csv/parquet" if given[0] in ("id", "categorical", "missing") else "csv/parquet/npz"
+                raise ValueError(f"data.{given[0]} applies to {kinds} files only, not to the built-in set '{self.name}'")
+        if self.name not in IMAGE_NAMES and (self.root is not None or self.download):
+            key = "root" if self.root is not None else "download"
+            raise ValueError(f"data.{key} applies to image sets ({', '.join(IMAGE_NAMES)}) only, not to '{self.name}'")
+        if self.name != "emnist" and self.subset != "balanced":
+            raise ValueError(f"data.subset applies to emnist only, not to '{self.name}'")
+        if self.download and not self.root:
+            raise ValueError("data.download: true needs data.root: the directory to download into")
         return self
 
 
@@ -196,6 +258,31 @@ class LossSpec(NamedSection):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross_entropy: label smoothing.")
     delta: float = Field(1.0, gt=0.0, description="huber and smooth_l1: where the loss turns from quadratic to linear.")
     margin: float = Field(1.0, gt=0.0, description="hinge: the margin.")
+    class_weight: Union[Literal["balanced"], dict[str, float], None] = Field(
+        None,
+        description="cross_entropy, nll and bce (binary): weight each row's loss by its class: `balanced` "
+        "(n_samples / (n_classes * count) on the training split, scikit-learn's formula) or {class_name: weight} "
+        "(unlisted classes 1). The loss is the weighted mean Σ w ℓ / Σ w (PyTorch's cross_entropy convention).",
+    )
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _class_names(cls, value: Any) -> Any:
+        # YAML reads `{0: 1.0, 1: 5.0}` with integer keys; class names are strings
+        return {str(k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("class_weight")
+    @classmethod
+    def _weights(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            if not value:
+                raise ValueError("an empty mapping weighs nothing; give {class_name: weight, ...} or 'balanced'")
+            bad = {k: w for k, w in value.items() if not (w >= 0.0 and w < float("inf"))}
+            if bad:
+                raise ValueError(f"class weights must be finite and >= 0, got {bad}")
+            if not any(value.values()):
+                raise ValueError("class weights cannot all be 0")
+        return value
 
 
 class OptimizerSpec(NamedSection):
@@ -469,7 +556,7 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:
         spec.name = path.stem
     # Data paths are relative to the config file; store them absolute so checkpoints work from anywhere.
     base = path.resolve().parent
-    for key in ("path", "train_path", "val_path", "test_path"):
+    for key in ("path", "train_path", "val_path", "test_path", "root"):
         value = getattr(spec.data, key)
         if value:
             setattr(spec.data, key, str(resolve_path(value, base)))

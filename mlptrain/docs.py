@@ -27,6 +27,9 @@ def _type(annotation: Any) -> str:
         return " \\| ".join(f"`{a}`" for a in get_args(annotation))
     if origin in (Union, types.UnionType):
         return " \\| ".join(_type(a) for a in get_args(annotation))
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"map[{_type(key)}, {_type(value)}]"
     if origin in (list, tuple):
         inner = ", ".join(_type(a) for a in get_args(annotation))
         return f"{'list' if origin is list else 'pair'}[{inner}]"

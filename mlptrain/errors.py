@@ -35,3 +35,13 @@ class RunDirError(MlptrainError):
     """A run directory that exists already or cannot be written."""
 
     exit_code = 5
+
+
+class DataWarning(UserWarning):
+    """Something about the data the user should know that does not stop the run (dropped rows,
+    categories unseen in training). Library code warns with it; ``cli`` prints each as one line.
+    ``split`` names the split it is about (train/val/test), if any."""
+
+    def __init__(self, message: str, split: str | None = None):
+        super().__init__(message)
+        self.split = split

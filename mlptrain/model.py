@@ -120,11 +120,24 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# The one setting worth showing per module type (torch's own extra_repr changes between versions).
+_SHOWN: dict[type, Callable[[nn.Module], str]] = {
+    nn.Linear: lambda m: f"{m.in_features}→{m.out_features}",
+    nn.BatchNorm1d: lambda m: str(m.num_features),
+    nn.LayerNorm: lambda m: str(m.normalized_shape[0]),
+    nn.Dropout: lambda m: f"p={m.p}",
+    nn.LeakyReLU: lambda m: f"slope={m.negative_slope}",
+    nn.PReLU: lambda m: str(m.num_parameters),
+    nn.ELU: lambda m: f"alpha={m.alpha}",
+    nn.Softplus: lambda m: f"beta={m.beta}",
+    Maxout: lambda m: f"k={m.k}",
+}
+
+
 def describe_layer(layer: nn.Module) -> str:
-    """Short module text for summaries: Linear(3→4), LeakyReLU(negative_slope=0.1)."""
-    if isinstance(layer, nn.Linear):
-        return f"Linear({layer.in_features}→{layer.out_features})"
-    return f"{type(layer).__name__}({layer.extra_repr()})"
+    """Short module text for summaries: Linear(3→4), LeakyReLU(slope=0.1), Tanh()."""
+    shown = _SHOWN.get(type(layer))
+    return f"{type(layer).__name__}({shown(layer) if shown else ''})"
 
 
 def summarize(model: nn.Sequential, in_features: int) -> list[dict[str, object]]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,7 +20,7 @@ import torch
 from mlptrain import checkpoint, data as datamod
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import Loop, Progress, Task, default_mode, evaluate, fit, predict_logits
-from mlptrain.errors import ConfigError, DataError, MlptrainError
+from mlptrain.errors import ConfigError, DataError, DataWarning, MlptrainError
 from mlptrain.losses import build_loss, output_unit
 from mlptrain.metrics import METRICS_BY_TASK, confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters, summarize
@@ -100,10 +101,10 @@ def build(spec: Spec, state: Optional[dict[str, Any]] = None) -> Built:
     """Data, model and loss for a spec (``state``: preprocessing from a checkpoint)."""
     prepared = datamod.prepare(spec.data, spec.task, state)
     task = prepared.task
-    loss_name, loss_fn = build_loss(spec.loss, task)
+    st = prepared.state
+    loss_name, loss_fn = build_loss(spec.loss, task, st.get("class_names"), st.get("class_counts"))
     seed_everything(spec.train.seed)
     model = build_model(spec.model, prepared.in_features, prepared.out_features)
-    st = prepared.state
     n_classes = len(st["class_names"]) if task in ("binary", "multiclass") else prepared.out_features
     mean = torch.tensor(st["target_mean"], dtype=torch.float32) if st.get("target_mean") is not None else None
     std = torch.tensor(st["target_std"], dtype=torch.float32) if st.get("target_std") is not None else None
@@ -191,7 +192,7 @@ def train(
     )
 
     spec_dict = spec_to_dict(spec)
-    run = Run(run_path, spec.logging.tensorboard, checkpoint.save)
+    run = Run(run_path, spec.logging.tensorboard, checkpoint.to_bytes)
     run.static = {
         "spec": spec_dict,
         "data_state": prepared.state,
@@ -242,6 +243,7 @@ def train(
             "checkpoint": str(ckpt) if ckpt else None,
             "metrics": metrics,
         }
+        run.flush()  # checkpoints and metrics.csv on disk before summary.json says the run is complete
         run.write_summary(summary)
         hp = {k: v for k, v in flatten(spec_dict).items() if not k.startswith("logging.")}
         run.log_hparams(hp, {f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
@@ -259,6 +261,8 @@ class Restored:
     spec: Spec
     built: Built
     state: dict[str, Any]
+    # DataWarnings from rebuilding the run's splits, held back: fit showed them; eval re-shows its split's
+    data_warnings: list[DataWarning] = field(default_factory=list)
 
 
 def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.device]:
@@ -266,7 +270,13 @@ def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.devi
     state = checkpoint.load(path)
     try:
         spec = validate_dict(state["spec"], f"{path} (stored config)")
-        built = build(spec, state["data_state"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            built = build(spec, state["data_state"])
+        held = [w.message for w in caught if isinstance(w.message, DataWarning)]
+        for w in caught:
+            if not isinstance(w.message, DataWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         built.model.load_state_dict(state["model"])
     except KeyError as exc:
         raise MlptrainError(f"{path}: checkpoint lacks '{exc.args[0]}'; it was not written by mlptrain fit") from None
@@ -274,7 +284,7 @@ def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.devi
         raise MlptrainError(f"{path}: weights do not fit the stored model ({str(exc).splitlines()[0]})") from None
     device = resolve_device(device_name)
     built.model.to(device)
-    return Restored(spec, built, state), device
+    return Restored(spec, built, state, held), device
 
 
 def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:
@@ -288,6 +298,9 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
         chosen = getattr(built.prepared, split)
         if chosen is None:
             raise DataError(f"--split {split}: this run's data has no {split} split")
+        for w in restored.data_warnings:  # e.g. categories of this split unseen in training
+            if w.split == split:
+                warnings.warn(w, stacklevel=2)
         x, y, source = chosen.x, chosen.y, f"{split} split"
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     task = built.task
@@ -311,6 +324,9 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
     logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, restored.spec.train.precision)
     task = built.task
     columns: dict[str, Any] = {}
+    id_column = (state.get("tabular") or {}).get("id")
+    if id_column and table.ids is not None:
+        columns[id_column] = table.ids  # data.id: the first output column, as read
     if task.name == "regression":
         values = (logits * task.target_std.to(device) + task.target_mean.to(device)) if task.target_mean is not None else logits
         for i, name in enumerate(state["target_names"]):
@@ -365,4 +381,5 @@ def describe(spec: Spec) -> dict[str, Any]:
         "parameters": count_parameters(built.model),
         "metrics": logged_names(p.task, p.val is not None),
         "monitor": _monitor(spec.train.early_stopping.monitor, p.task, p.val is not None, "train.early_stopping.monitor"),
+        "columns": p.columns,  # csv/parquet: [{column, role, dtype, kind, missing}]; None for other data
     }

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -88,13 +89,94 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
     return path
 
 
-class Run:
-    """Writes one run's files: config.yaml, metrics.csv, summary.json, checkpoints, TensorBoard events."""
+class BackgroundWriter:
+    """Atomic file writes on one worker thread, so fsync never stalls the training loop.
 
-    def __init__(self, path: Path, tensorboard: bool, save_checkpoint: Callable[[Path, dict[str, Any]], None]):
+    Only the newest pending version of a path is kept: if last.pt is still being written when the
+    next epoch's arrives, the older one is skipped, never half-written. ``flush`` waits for every
+    pending write and re-raises a failure (a full disk must stop the run, not vanish in a thread).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[Path, Callable[[], bytes]] = {}
+        self._busy = False
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="mlptrain-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: Path, payload: Callable[[], bytes]) -> None:
+        """Queue ``payload()`` (called on the worker) to be written atomically to ``path``."""
+        with self._cond:
+            self._raise()
+            self._pending.pop(path, None)  # re-insert: the newest version, written in submission order
+            self._pending[path] = payload
+            self._cond.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                path = next(iter(self._pending))
+                payload = self._pending.pop(path)
+                self._busy = True
+            try:
+                atomic_write(path, payload())
+            except BaseException as exc:  # reported to the training thread by flush/submit
+                with self._cond:
+                    self._error = self._error or exc
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def flush(self) -> None:
+        with self._cond:
+            while self._pending or self._busy:
+                self._cond.wait()
+            self._raise()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            with self._cond:
+                self._closed = True
+                self._cond.notify_all()
+            self._thread.join()
+
+
+def snapshot(value: Any) -> Any:
+    """A copy of a (nested) state whose tensors no longer change with training: saved later, on the writer."""
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(snapshot(v) for v in value)
+    return value
+
+
+class Run:
+    """Writes one run's files: config.yaml, metrics.csv, summary.json, checkpoints, TensorBoard events.
+
+    Per-epoch files (metrics.csv, checkpoints) go through a BackgroundWriter; ``close`` waits for them.
+    """
+
+    def __init__(self, path: Path, tensorboard: bool, serialize: Callable[[dict[str, Any]], bytes]):
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
-        self._save = save_checkpoint
+        self._serialize = serialize
+        self._writer = BackgroundWriter()
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.writer = None
         if tensorboard:
@@ -110,7 +192,8 @@ class Run:
 
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(name)
-        self._save(path, {**self.static, **state})
+        frozen = {**self.static, **snapshot(state)}
+        self._writer.submit(path, lambda: self._serialize(frozen))
         return path
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
@@ -120,11 +203,16 @@ class Run:
         columns: list[str] = []
         for r in self.rows:
             columns += [k for k in r if k not in columns]
-        buf = io.StringIO()
-        out = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        out.writeheader()
-        out.writerows(self.rows)
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        rows = list(self.rows)
+
+        def text() -> bytes:
+            buf = io.StringIO()
+            out = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+            out.writeheader()
+            out.writerows(rows)
+            return buf.getvalue().encode("utf-8")
+
+        self._writer.submit(self.path / "metrics.csv", text)
         if self.writer is not None:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, epoch)
@@ -156,10 +244,17 @@ class Run:
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
 
+    def flush(self) -> None:
+        """Wait until every queued file is on disk (checkpoints included)."""
+        self._writer.flush()
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
+        try:
+            self._writer.close()
+        finally:
+            if self.writer is not None:
+                self.writer.flush()
+                self.writer.close()
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

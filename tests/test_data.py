@@ -592,7 +592,7 @@ def test_non_numeric_feature(tmp_path):
 def test_missing_feature_values(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("a,b,y\n1,2,0\n3,,1\n4,5,0\n6,7,1\n")
-    with pytest.raises(DataError, match=r"m\.csv.*'b': 1"):
+    with pytest.raises(DataError, match=r"m\.csv: 1 missing value \(b: 1\); set data\.missing to drop"):
         prep(name="csv", path=str(csv), target="y")
 
 
@@ -671,7 +671,7 @@ def test_split_too_small_for_the_fractions(tmp_path):
         ({"name": "moons", "split": {"val": 0.5, "test": 0.5}}, "leaves no training rows"),
         ({"name": "moons", "n_samples": 2}, "data.n_samples"),
         ({"name": "moons", "scale": "robust"}, "data.scale"),
-        ({"name": "mnist"}, "data.name"),
+        ({"name": "imagenet"}, "data.name"),
     ],
 )
 def test_bad_data_section_is_a_config_error(raw, needle):

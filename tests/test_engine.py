@@ -195,7 +195,7 @@ def test_no_early_stopping_runs_every_epoch():
 
 def _fit_with_run(tmp_path: Path, restore: bool):
     run_dir = runs.create_run_dir(tmp_path, "es", tmp_path / f"run-{restore}")
-    run = runs.Run(run_dir, False, checkpoint.save)
+    run = runs.Run(run_dir, False, checkpoint.to_bytes)
     model = one_weight_model()
     res = run_fit(model, ES_TRAIN, ES_VAL, lr=0.5, epochs=50, monitor="val/loss", early_stopping=True, patience=3,
                   restore_best_weights=restore, save_best=True, save_last=True, run=run)
@@ -715,3 +715,27 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_count_parameters_matches_summary_formula():
     model = build_model(ModelSpec(hidden=[4]), 3, 2)
     assert count_parameters(model) == 3 * 4 + 4 + 4 * 2 + 2  # the notes' 26
+
+
+def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_path):
+    writer = runs.BackgroundWriter()
+    target = tmp_path / "f.txt"
+    for i in range(50):
+        writer.submit(target, lambda i=i: f"version {i}".encode())
+    writer.flush()
+    assert target.read_text() == "version 49"
+    assert not [p for p in tmp_path.iterdir() if p.name != "f.txt"]  # no temporary files left behind
+    writer.submit(tmp_path / "missing-dir" / "x.txt", lambda: b"x")
+    with pytest.raises(FileNotFoundError):
+        writer.flush()
+    writer.close()
+
+
+def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
+    run_dir = runs.create_run_dir(tmp_path, "snap", tmp_path / "snap")
+    run = runs.Run(run_dir, False, checkpoint.to_bytes)
+    w = torch.zeros(3)
+    run.save_checkpoint("last", {"model": {"w": w}, "epoch": 1})
+    w += 5  # training goes on before the writer thread gets to the file
+    run.close()
+    assert torch.equal(checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]["w"], torch.zeros(3))

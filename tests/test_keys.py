@@ -250,6 +250,14 @@ def observe_device(spec: Spec, work: Path) -> dict[str, Any]:
         return {"device": f"refused: {exc}"}
 
 
+def observe_data_or_error(spec: Spec, work: Path) -> dict[str, Any]:
+    """The split sizes, or the refusal to prepare the data at all."""
+    try:
+        return {"outcome": observe_data(spec, work)["sizes"]}
+    except MlptrainError as exc:
+        return {"outcome": f"refused: {exc}"}
+
+
 def observe_eval_batches(spec: Spec, work: Path) -> dict[str, Any]:
     """Row counts of every inference-mode forward pass of the network during a run."""
     sizes: list[int] = []
@@ -348,6 +356,23 @@ def observe_run_path(spec: Spec, work: Path) -> dict[str, Any]:
     return {"root": str(path.parent.parent), "name": path.parent.name}
 
 
+def observe_download(spec: Spec, work: Path) -> dict[str, Any]:
+    """An image set missing from a fresh data.root: its split sizes, or the refusal. The network is faked:
+    torchvision's download writes a tiny set where torchvision puts it (root/MNIST/raw/)."""
+    from imagefiles import write_mnist
+
+    from mlptrain.data import images
+
+    spec.data.root = str(work / "dl")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(images, "_reachable", lambda host, port, timeout: None)
+        mp.setattr(images, "_fetch", lambda cls, data, root: write_mnist(root / "MNIST" / "raw", size=8))
+        try:
+            return {"outcome": observe_data(spec, work)["sizes"]}
+        except MlptrainError as exc:
+            return {"outcome": f"refused: {exc}"}
+
+
 # ------------------------------------------------------------------------------------------------
 # The table.
 
@@ -374,6 +399,9 @@ M, D, L, O, S, F = observe_model, observe_data, observe_loss, observe_optimizer,
 NO_ES = {"train__early_stopping__enabled": False}
 TB = {"logging__tensorboard": True}
 CSV = {"data__name": "csv", "data__target": "y"}
+NO_ID = {"data__name": "csv", "data__path": "@tab.csv", "data__target": "y"}  # id, text, bool, codes, empty cells
+TAB = {**NO_ID, "data__id": "id"}
+IMPUTE = {**TAB, "data__missing": "impute_mean"}
 
 KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "name": C("keys", "other", observe_run_path, "name"),
@@ -385,6 +413,15 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "data.test_path": C(None, "@val.csv", D, ("sizes", "test_x"), **CSV, data__train_path="@a.csv"),
     "data.target": C("y", "z", D, "train_y", data__name="csv", data__path="@a.csv"),
     "data.features": C(None, ["x0"], D, "in_features", **CSV, data__path="@a.csv"),
+    "data.id": C(None, "id", D, "in_features", **NO_ID, data__missing="impute_mean"),
+    "data.categorical": C(None, ["code"], D, ("in_features", "train_x"), **IMPUTE),
+    "data.missing": [
+        C("error", "drop", observe_data_or_error, "outcome", label="error", **TAB),
+        C("drop", "impute_mean", D, "sizes", label="drop", **TAB),
+        C("impute_mean", "impute_median", D, "train_x", label="median", **TAB),
+        C("impute_mean", "impute_constant", D, "train_x", label="constant", **TAB, data__fill_value=100.0),
+    ],
+    "data.fill_value": C(0.0, 5.0, D, "train_x", **TAB, data__missing="impute_constant"),
     "data.n_samples": C(100, 60, D, "sizes"),
     "data.noise": [C(0.1, 0.3, D, "train_x", label=n, data__name=n) for n in ("xor", "moons", "circles", "spirals", "blobs")]
     + [C(0.1, 0.3, D, "train_y", label="sine", data__name="sine")],
@@ -398,6 +435,9 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "data.scale": [C("standard", "minmax", D, ("train_x", "scaler"), label="minmax"),
                    C("standard", "none", D, ("train_x", "scaler"), label="none")],
     "data.scale_target": C(True, False, D, "train_y", data__name="sine"),
+    "data.root": C("@img_a", "@img_b", D, "train_x", data__name="mnist"),
+    "data.download": C(False, True, observe_download, "outcome", data__name="mnist", data__root="@nowhere"),
+    "data.subset": C("balanced", "digits", D, ("out_features", "train_x"), data__name="emnist", data__root="@emnist"),
     # model --------------------------------------------------------------------------------------
     "model.hidden": C([4], [4, 3], M, ("structure", "parameters")),
     "model.activation.name": C("relu", "tanh", M, "eval_output"),
@@ -423,6 +463,12 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "loss.delta": [C(1.0, 0.3, L, "value", label=n, data__name="sine", loss__name=n) for n in ("huber", "smooth_l1")],
     "loss.margin": [C(1.0, 2.0, L, "value", label="binary", loss__name="hinge"),
                     C(1.0, 2.0, L, "value", label="multiclass", data__name="spirals", loss__name="hinge")],
+    "loss.class_weight": [
+        C(None, "balanced", L, "value", label="balanced", **IMPUTE),
+        C(None, {"1": 3.0}, L, "value", label="bce", **IMPUTE),
+        C(None, {"0": 3.0}, L, "value", label="cross_entropy", data__name="spirals"),
+        C(None, {"0": 3.0}, L, "value", label="nll", data__name="spirals", loss__name="nll"),
+    ],
     # optimizer ----------------------------------------------------------------------------------
     "optimizer.name": C("adam", "sgd", O, "weights"),
     "optimizer.lr": [C(0.05, 0.01, O, "weights", label=n, optimizer__name=n)
@@ -517,6 +563,22 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
         z = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 1] > 1).astype(int)
         lines = ["x0,x1,y,z"] + [f"{a:.6f},{b:.6f},{c},{d}" for (a, b), c, d in zip(x, y, z)]
         (root / name).write_text("\n".join(lines) + "\n")
+    # tab.csv: an id, a skewed numeric column and a text column with empty cells, a bool, integer codes;
+    # y is imbalanced (about 1 in 4)
+    rng = np.random.default_rng(3)
+    lines = ["id,x0,color,flag,code,y"]
+    for i in range(60):
+        x0 = "" if i % 7 == 3 else f"{rng.exponential(2.0):.4f}"
+        color = "" if i % 11 == 5 else ["red", "green", "blue"][int(rng.integers(0, 3))]
+        lines.append(f"r{i},{x0},{color},{'true' if i % 2 else 'false'},{i % 3},{int(i % 4 == 0)}")
+    (root / "tab.csv").write_text("\n".join(lines) + "\n")
+    # tiny image sets in their real formats (tests/imagefiles.py): two MNISTs, two EMNIST subsets
+    from imagefiles import write_emnist, write_mnist
+
+    write_mnist(root / "img_a", size=8, seed=0)
+    write_mnist(root / "img_b", size=8, seed=1)
+    write_emnist(root / "emnist", "balanced", n_classes=47, n_train=94, n_test=47, size=8)
+    write_emnist(root / "emnist", "digits", n_classes=10, size=8, seed=2)
     return root
 
 

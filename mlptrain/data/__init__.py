@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, DataSpec
+from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, TABLE_NAMES, DataSpec
+from mlptrain.data import tabular as _tab
 from mlptrain.data.sources import Table, bundled, read_file, synthetic
+from mlptrain.data.images import IMAGE_SETS, load_images, read_image_inputs
 from mlptrain.errors import DataError
 
 __all__ = ["Split", "Prepared", "prepare", "read_inputs", "encode_targets"]
@@ -34,6 +36,7 @@ class Prepared:
     val: Optional[Split]
     test: Optional[Split]
     state: dict[str, Any]  # preprocessing + names, stored in checkpoints
+    columns: Optional[list[dict[str, Any]]] = None  # csv/parquet: column, role, dtype, kind, missing (for validate)
 
     @property
     def in_features(self) -> int:
@@ -49,6 +52,8 @@ def _load(spec: DataSpec, path: Optional[Path], need_target: bool = True) -> Tab
         return synthetic(spec)
     if spec.name in SKLEARN_NAMES:
         return bundled(spec.name)
+    if spec.name in IMAGE_SETS:
+        return load_images(spec)  # the official training set; extra["test"]: the official test set
     assert path is not None
     return read_file(spec.name, path, spec, need_target)
 
@@ -152,20 +157,40 @@ def apply_scaler(x: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
 def prepare(
     spec: DataSpec, task: str = "auto", state: Optional[dict[str, Any]] = None
 ) -> Prepared:
-    """Load, split and preprocess; with ``state`` (from a checkpoint) reuse its fitted preprocessing."""
+    """Load, split, then fit the preprocessing on the training split; with ``state`` (from a checkpoint) reuse it.
+
+    csv/parquet features stay raw columns until after the split, so the categorical vocabularies, the
+    fill values of empty cells and the scaler all come from the training rows only.
+    """
     files = {
         k: Path(v) if v else None for k, v in
         (("path", spec.path), ("train", spec.train_path), ("val", spec.val_path), ("test", spec.test_path))
     }
     main = _load(spec, files["path"] or files["train"])
     source = str(files["path"] or files["train"] or spec.name)
-    if state is None:
+    fresh = state is None
+    tabular = main.frame is not None
+    kinds: dict[str, str] = {}
+    if tabular:
+        if fresh:
+            unknown = [c for c in (spec.categorical or []) if c not in main.feature_names]
+            if unknown:
+                raise DataError(
+                    f"{source}: data.categorical names '{unknown[0]}', which is not a feature column; "
+                    f"the features are: {', '.join(main.feature_names)}"
+                )
+            kinds = _tab.infer_kinds(main.frame, spec.categorical or [], source)
+        else:
+            encoder = state.get("tabular") or _tab.numeric_encoder(state["feature_names"])
+            kinds = {c["name"]: c["kind"] for c in encoder["columns"]}
+        main = _tab.apply_policy(main, spec.missing, source)
+    if fresh:
         task = infer_task(main) if task == "auto" else task
     else:
         task = state["task"]
     if len(main.x) == 0:
         raise DataError(f"{source}: no rows")
-    if task in ("binary", "multiclass") and state is None:
+    if task in ("binary", "multiclass") and fresh:
         names = _class_names(main, task)
         if len(names) < 2:
             raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least two")
@@ -173,10 +198,13 @@ def prepare(
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
     rows = {"train": main, "val": None, "test": None}
     # A split file's columns are matched by name to the training file's, not by position.
-    split_spec = spec.model_copy(update={"features": list(main.feature_names)}) if spec.name == "csv" else spec
+    split_spec = spec.model_copy(update={"features": list(main.feature_names)}) if spec.name in TABLE_NAMES else spec
     for split in ("val", "test"):
         if files[split] is not None:
-            rows[split] = _load(split_spec, files[split])
+            table = _load(split_spec, files[split])
+            rows[split] = _tab.apply_policy(table, spec.missing, str(files[split])) if tabular else table
+    if main.extra.get("test") is not None:  # image sets: the official test set, not carved from the rows
+        rows["test"] = main.extra["test"]
     # Hold out by fraction what was not given as a file: test first, then val from the rest.
     strata = main.y.reshape(len(main.y), -1)[:, 0] if (task in ("binary", "multiclass") and spec.split.stratify) else None
     keep = np.arange(len(main.x))
@@ -187,21 +215,33 @@ def prepare(
         # (a count, not a rescaled fraction, whose rounding error could add a row)
         frac = fraction if split == "test" else int(np.ceil(round(fraction * len(main.x), 9)))
         kept, held = _split_indices(len(keep), frac, spec.split.seed, None if strata is None else strata[keep])
-        rows[split] = Table(main.x[keep[held]], main.y[keep[held]], main.feature_names, main.target_names)
+        rows[split] = main.take(keep[held])
         keep = keep[kept]
-    rows["train"] = Table(main.x[keep], main.y[keep], main.feature_names, main.target_names)
+    rows["train"] = main.take(keep)
     train = rows["train"]
 
-    if state is None:
+    encoded: dict[str, np.ndarray] = {}  # splits already encoded while fitting
+    if fresh:
         state = {
             "task": task,
             "feature_names": list(main.feature_names),
             "target_names": list(main.target_names),
             "class_names": _class_names(main, task) if task != "regression" else [],
-            "scaler": _fit_scaler(train.x, spec.scale),
+            "scaler": None,
             "target_mean": None,
             "target_std": None,
         }
+        if "image_shape" in main.extra:  # image sets: [C, H, W] of the flattened rows
+            state["image_shape"] = list(main.extra["image_shape"])
+        if tabular:
+            encoder = _tab.fit_encoder(train.frame, kinds, spec.missing, spec.fill_value, spec.id)
+            state["tabular"] = encoder
+            encoded["train"] = _tab.encode(train.frame, encoder, f"{source} (train)", "train")
+            scaler = _fit_scaler(encoded["train"], spec.scale)
+            state["scaler"] = _tab.keep_unscaled(scaler, _tab.scaled_columns(encoder))
+            _tab.warn_wide_categories(encoder, len(train.x), source)
+        else:
+            state["scaler"] = _fit_scaler(train.x, spec.scale)
         if task == "regression" and spec.scale_target:
             y = np.asarray(train.y, np.float64).reshape(len(train.y), -1)
             std = y.std(axis=0)
@@ -213,36 +253,62 @@ def prepare(
             state["out_features"] = 1
         else:
             state["out_features"] = len(state["class_names"])
+    assert state is not None
+    if tabular:
+        encoder = state.get("tabular") or _tab.numeric_encoder(state["feature_names"])
 
     def build(table: Optional[Table], name: str) -> Optional[Split]:
         if table is None or len(table.x) == 0:
             return None
         where = str(files[name]) if files.get(name) else f"{source} ({name})"  # the file the rows came from
-        if table.x.shape[1] != len(state["feature_names"]):
-            raise DataError(f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
-        return Split(apply_scaler(table.x, state["scaler"]), encode_targets(table.y, task, state, where))
+        if tabular:
+            x = encoded[name] if name in encoded else _tab.encode(table.frame, encoder, where, name)
+        else:
+            if table.x.shape[1] != len(state["feature_names"]):
+                raise DataError(f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
+            x = table.x
+        return Split(apply_scaler(x, state["scaler"]), encode_targets(table.y, task, state, where))
 
     train_split = build(rows["train"], "train")
     assert train_split is not None
-    return Prepared(task, train_split, build(rows["val"], "val"), build(rows["test"], "test"), state)
+    if fresh and task in ("binary", "multiclass"):
+        codes = train_split.y.reshape(-1).astype(np.int64)
+        state["class_counts"] = np.bincount(codes, minlength=len(state["class_names"])).tolist()  # for loss.class_weight
+    columns = _tab.column_table(main, kinds) if tabular else None
+    return Prepared(task, train_split, build(rows["val"], "val"), build(rows["test"], "test"), state, columns)
 
 
 def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: bool) -> tuple[np.ndarray, Optional[np.ndarray], Table]:
-    """A new CSV/NPZ/NPY file -> (preprocessed x, encoded y or None, the raw table) for eval/predict."""
-    from mlptrain.data.sources import read_csv, read_npz
+    """A new CSV/Parquet/NPZ/NPY file -> (preprocessed x, encoded y or None, the raw table) for eval/predict.
 
-    if path.suffix.lower() not in (".csv", ".npz", ".npy"):
-        raise DataError(f"{path}: unknown input kind '{path.suffix}'; give a .csv, .npz or .npy file")
-    if path.suffix.lower() != ".csv":
-        table = read_npz(path, need_target)
-    elif spec.name == "csv":
-        table = read_csv(path, state["target_names"], state["feature_names"], need_target)
+    For a model trained on csv/parquet data the stored encoder applies (categories, fill values); the
+    table's ``ids`` hold the ``data.id`` column when the file has it. ``need_target=False`` (predict)
+    ignores a target column.
+    """
+    from mlptrain.data.sources import read_npz
+
+    kind = _tab.kind_of_path(path)
+    if kind is None and path.suffix.lower() not in (".npz", ".npy"):
+        raise DataError(f"{path}: unknown input kind '{path.suffix}'; give a .csv, .parquet, .npz or .npy file")
+    if kind is not None and spec.name in TABLE_NAMES:
+        encoder = state.get("tabular") or _tab.numeric_encoder(state["feature_names"])
+        table = _tab.read_table(
+            path, kind, state["target_names"], state["feature_names"], encoder.get("id"),
+            need_target=need_target, use_target=need_target, need_id=False,
+        )
+        x = apply_scaler(_tab.encode(table.frame, encoder, str(path), at_fit=False), state["scaler"])
     else:
-        table = _builtin_csv(path, state, need_target)
-    width = len(state["feature_names"])
-    if table.x.shape[1] != width:
-        raise DataError(f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}")
-    x = apply_scaler(table.x, state["scaler"])
+        if kind == "parquet":
+            raise DataError(f"{path}: this model was trained on '{spec.name}' data; give its inputs as .csv, .npz or .npy")
+        if kind is None and state.get("image_shape"):  # images: [N, H, W], [N, C, H, W], ... flattened, 0..255 -> [0, 1]
+            table = read_image_inputs(path, spec, state, need_target)
+        else:
+            table = read_npz(path, need_target) if kind is None else _builtin_csv(path, state, need_target)
+        # arrays for a csv/parquet model hold the encoded inputs (one-hot columns included)
+        width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
+        if table.x.shape[1] != width:
+            raise DataError(f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}")
+        x = apply_scaler(table.x, state["scaler"])
     has_y = table.y.size > 0 and (table.y.ndim == 1 or table.y.shape[1] > 0)
     if need_target and not has_y:
         raise DataError(f"{path}: no target column ({', '.join(state['target_names'])}); eval needs true labels")

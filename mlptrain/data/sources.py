@@ -1,14 +1,16 @@
 """Sources: each returns a ``Table`` of numpy arrays (features, raw targets, names).
 
 Built-in sets need no download: synthetic generators and scikit-learn's bundled data sets.
-Files: CSV (read with pandas) and NPZ/NPY with ``x`` and ``y`` arrays.
+Files: CSV and Parquet (``data.tabular``: dtypes, categorical and bool columns, ids, empty cells)
+and NPZ/NPY with ``x`` and ``y`` arrays. ``read_csv`` here reads an all-numeric CSV for models
+trained on built-in data (and checkpoints from before ``data.tabular``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -27,6 +29,14 @@ class Table:
     task: Optional[str] = None
     class_names: Optional[list[str]] = None
     extra: dict = field(default_factory=dict)
+    frame: Any = None  # csv/parquet: the raw feature columns (a DataFrame; x is an [N, 0] placeholder until encoded)
+    ids: Optional[np.ndarray] = None  # csv/parquet: the data.id column, if any
+
+    def take(self, idx: np.ndarray) -> "Table":
+        """The rows at ``idx`` (x, y, raw frame and ids alike)."""
+        frame = None if self.frame is None else self.frame.iloc[idx]  # keeps the file's row numbers as index
+        ids = None if self.ids is None else self.ids[idx]
+        return replace(self, x=self.x[idx], y=self.y[idx], frame=frame, ids=ids)
 
 
 def _xor(n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +193,9 @@ def read_npz(path: Path, need_target: bool = True) -> Table:
 
 
 def read_file(kind: str, path: Path, spec: DataSpec, need_target: bool = True) -> Table:
-    """Dispatch on the file kind (csv or npz) or on the extension for predict inputs."""
-    if kind == "csv":
-        return read_csv(path, spec.target, spec.features, need_target)
+    """Dispatch on the file kind: csv and parquet keep their raw columns (see ``data.tabular``), npz arrays."""
+    if kind in ("csv", "parquet"):
+        from mlptrain.data.tabular import read_table
+
+        return read_table(path, kind, spec.target, spec.features, spec.id, need_target)
     return read_npz(path, need_target)

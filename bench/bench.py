@@ -1,0 +1,580 @@
+"""Benchmark: mlptrain fit against an idiomatic PyTorch loop, scikit-learn and the matmul floor.
+
+Every variant trains the same MLP on the same train/test arrays for the same epochs, each in its
+own fresh Python process, one after the other (never concurrently):
+
+  a  idiomatic PyTorch: TensorDataset + DataLoader(shuffle=True, batch_size=128), loss.item() per
+     batch, Adam(lr=1e-3), nn.Sequential of Linear/ReLU, then test accuracy
+  b  `python -m mlptrain fit <generated yaml> --run-dir <tmp> --set ...` (the real CLI path);
+     time = summary.json train_seconds, accuracy = summary.json metrics.test.accuracy
+  c  scikit-learn MLPClassifier (adam, batch 128, lr 1e-3, max_iter=epochs, no early stopping)
+  d  the matmul floor: forward + backward of the same layers (out.sum().backward()), no loss,
+     no optimizer, over the same number of batches per epoch
+
+Usage: python bench/bench.py [--only digits[,fashion_mnist]] [--epochs N] [--repeat R] [--quick]
+Speed ratios are samples/s of b over samples/s of the other variant: above 1 means mlptrain is faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results.jsonl"
+FASHION_FILE = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+BATCH = 128
+LR = 1e-3
+
+# name -> data name, hidden sizes, default epochs, default repeats (each repeat a fresh process)
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "digits": {"data": "digits", "hidden": [256, 256], "epochs": 20, "repeat": 3},
+    "fashion_mnist": {"data": "fashion_mnist", "hidden": [1024, 1024], "epochs": 3, "repeat": 1},
+}
+
+# Measured by the project to aim by (2 CPU cores, torch 2.14.1 CPU), ms per epoch.
+REFERENCE_MS = {"digits": {"a": 18.0, "d": 5.0, "c": 19.0}}
+
+NAMES = {
+    "a": "a idiomatic torch",
+    "b": "b mlptrain fit",
+    "c": "c sklearn MLP",
+    "d": "d matmul floor",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# The data every variant sees: mlptrain.data.prepare on the same DataSpec as variant b's config.
+
+
+def data_section(data: str) -> dict[str, Any]:
+    return {"name": data, "split": {"val": 0.15, "test": 0.15, "seed": 0}, "scale": "standard"}
+
+
+def load_arrays(data: str):
+    from mlptrain.config import DataSpec
+    from mlptrain.data import prepare
+
+    p = prepare(DataSpec.model_validate(data_section(data)), "multiclass")
+    assert p.test is not None
+    return p.train.x, p.train.y, p.test.x, p.test.y, p.out_features
+
+
+def make_model(in_features: int, hidden: list[int], out_features: int):
+    from torch import nn
+
+    layers: list[Any] = []
+    width = in_features
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU()]
+        width = units
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def weight_count(in_features: int, hidden: list[int], out_features: int) -> int:
+    """Multiply-accumulate weights of the Linear layers (biases excluded): FLOPs = 6 * this * samples."""
+    sizes = [in_features, *hidden, out_features]
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def self_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Workers: each runs in its own process and writes one JSON file.
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _accuracy(model, x, y, device) -> float:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(x).to(device)).argmax(dim=1).cpu()
+    return float((pred == torch.from_numpy(y)).float().mean())
+
+
+def worker_torch(args: argparse.Namespace) -> dict[str, Any]:
+    """Variant a: the loop a PyTorch user writes first."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    xtr, ytr, xte, yte, k = load_arrays(args.data)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_model(xtr.shape[1], args.hidden, k).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr)), batch_size=BATCH, shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    epoch_s: list[float] = []
+    for _ in range(args.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        model.train()
+        total = 0.0
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(xb)
+        _sync(device)
+        epoch_s.append(time.perf_counter() - t0)
+    return {
+        "train_seconds": sum(epoch_s), "epoch_seconds": epoch_s, "epochs": args.epochs,
+        "n_train": len(xtr), "in_features": int(xtr.shape[1]), "classes": k,
+        "test_accuracy": _accuracy(model, xte, yte, device), "self_rss_mb": self_rss_mb(),
+    }
+
+
+def worker_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """Variant d: forward + backward of the layers alone over the same batches per epoch."""
+    import torch
+
+    xtr, ytr, xte, yte, k = load_arrays(args.data)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_model(xtr.shape[1], args.hidden, k).to(device)
+    x = torch.from_numpy(xtr).to(device)
+    batches = [x[i : i + BATCH] for i in range(0, len(x), BATCH)]
+    epoch_s: list[float] = []
+    for _ in range(args.epochs):
+        _sync(device)
+        t0 = time.perf_counter()
+        for xb in batches:
+            model.zero_grad(set_to_none=True)
+            model(xb).sum().backward()
+        _sync(device)
+        epoch_s.append(time.perf_counter() - t0)
+    return {
+        "train_seconds": sum(epoch_s), "epoch_seconds": epoch_s, "epochs": args.epochs,
+        "n_train": len(xtr), "in_features": int(xtr.shape[1]), "classes": k, "test_accuracy": None,
+        "self_rss_mb": self_rss_mb(),
+    }
+
+
+def worker_sklearn(args: argparse.Namespace) -> dict[str, Any]:
+    """Variant c: scikit-learn's MLPClassifier, all epochs (no early stopping, tol 0)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    xtr, ytr, xte, yte, k = load_arrays(args.data)
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(args.hidden), activation="relu", solver="adam", alpha=0.0,
+        batch_size=BATCH, learning_rate_init=LR, max_iter=args.epochs, shuffle=True, random_state=0,
+        tol=0.0, n_iter_no_change=10**9, early_stopping=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(xtr, ytr)
+        seconds = time.perf_counter() - t0
+    return {
+        "train_seconds": seconds, "epoch_seconds": None, "epochs": int(clf.n_iter_),
+        "n_train": len(xtr), "in_features": int(xtr.shape[1]), "classes": k,
+        "test_accuracy": float(clf.score(xte, yte)), "self_rss_mb": self_rss_mb(),
+    }
+
+
+WORKERS = {"a": worker_torch, "c": worker_sklearn, "d": worker_floor}
+
+
+# ------------------------------------------------------------------------------------------------
+# The parent: one child process at a time, peak RSS from wait4.
+
+
+def run_child(cmd: list[str], timeout: float) -> dict[str, Any]:
+    """Run one child to completion; its own peak RSS comes from wait4 (Linux: KiB)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        return {
+            "rc": proc.returncode, "wall_seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0,
+            "stdout": out.read().decode(errors="replace"), "stderr": err.read().decode(errors="replace"),
+        }
+
+
+def per_epoch_from_csv(path: Path, epochs: int, train_seconds: float) -> Optional[list[float]]:
+    """Per-epoch seconds from metrics.csv when it has a time column (per-epoch or cumulative)."""
+    import csv
+
+    if not path.is_file():
+        return None
+    rows = list(csv.DictReader(path.open()))
+    if not rows:
+        return None
+    cols = [c for c in rows[0] if any(w in c.lower() for w in ("time", "second", "elapsed", "duration"))]
+    for col in cols:
+        try:
+            vals = [float(r[col]) for r in rows]
+        except (TypeError, ValueError):
+            continue
+        if len(vals) != epochs:
+            continue
+        cumulative = all(b >= a for a, b in zip(vals, vals[1:])) and abs(vals[-1] - train_seconds) < 0.25 * max(train_seconds, 1e-9) \
+            and abs(sum(vals) - train_seconds) > abs(vals[-1] - train_seconds)
+        if "elapsed" in col.lower() or cumulative:
+            return [b - a for a, b in zip([0.0, *vals], vals)]
+        return vals
+    return None
+
+
+THREADS_PINNED = False  # set by --threads
+
+
+def fit_train_keys() -> set[str]:
+    from mlptrain.config import TrainSpec
+
+    return set(TrainSpec.model_fields)
+
+
+def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float) -> dict[str, Any]:
+    """Variant b through the real CLI."""
+    import yaml
+
+    config = {
+        "name": f"bench_{workload['data']}",
+        "data": data_section(workload["data"]),
+        "model": {"hidden": list(workload["hidden"]), "activation": "relu"},
+        "optimizer": {"name": "adam", "lr": LR},
+        "scheduler": {"name": "none"},
+        "train": {"batch_size": BATCH, "epochs": epochs, "early_stopping": {"enabled": False}},
+        "logging": {"histograms_every": 0},
+    }
+    cfg = tmp / f"{workload['data']}.yaml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    run_dir = tmp / f"run_{workload['data']}_{device.replace(':', '')}_{time.monotonic_ns()}"
+    cmd = [
+        sys.executable, "-m", "mlptrain", "fit", str(cfg), "--run-dir", str(run_dir),
+        "--set", f"train.epochs={epochs}", "--set", f"train.batch_size={BATCH}", "--set", "logging.histograms_every=0",
+        "--device", device,
+    ]
+    threads = os.environ.get("OMP_NUM_THREADS") if THREADS_PINNED else None
+    if threads and "threads" in fit_train_keys():
+        cmd += ["--set", f"train.threads={threads}"]  # mlptrain sets torch's threads itself, over OMP_NUM_THREADS
+    child = run_child(cmd, timeout)
+    result: dict[str, Any] = {"rc": child["rc"], "wall_seconds": child["wall_seconds"], "peak_rss_mb": child["peak_rss_mb"], "config": config}
+    result["cmd"] = cmd[1:]
+    summary_path = run_dir / "summary.json"
+    if child["rc"] != 0 or not summary_path.is_file():
+        result["error"] = (child["stderr"].strip().splitlines() or [f"exit code {child['rc']}"])[-1]
+        result["stderr_tail"] = child["stderr"][-2000:]
+        return result
+    summary = json.loads(summary_path.read_text())
+    ran = int(summary.get("epochs_run", epochs))
+    test = summary.get("metrics", {}).get("test", {})
+    result.update({
+        "train_seconds": float(summary["train_seconds"]), "epochs": ran,
+        "epoch_seconds": per_epoch_from_csv(run_dir / "metrics.csv", ran, float(summary["train_seconds"])),
+        "test_accuracy": test.get("accuracy"), "device_reported": summary.get("device"),
+        "final_weights": summary.get("final_weights"), "steps": summary.get("steps"),
+        "wall_seconds_summary": summary.get("wall_seconds"),
+    })
+    return result
+
+
+def run_worker(variant: str, workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float) -> dict[str, Any]:
+    out = tmp / f"{variant}_{time.monotonic_ns()}.json"
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--data", workload["data"],
+        "--hidden", ",".join(map(str, workload["hidden"])), "--epochs", str(epochs), "--device", device,
+        "--result", str(out),
+    ]
+    child = run_child(cmd, timeout)
+    result: dict[str, Any] = {"rc": child["rc"], "wall_seconds": child["wall_seconds"], "peak_rss_mb": child["peak_rss_mb"]}
+    if child["rc"] != 0 or not out.is_file():
+        result["error"] = (child["stderr"].strip().splitlines() or [f"exit code {child['rc']}"])[-1]
+        result["stderr_tail"] = child["stderr"][-2000:]
+        return result
+    result.update(json.loads(out.read_text()))
+    return result
+
+
+def run_variant(variant: str, workload: dict[str, Any], epochs: int, device: str, repeat: int, tmp: Path, timeout: float) -> dict[str, Any]:
+    """Run a variant `repeat` times (fresh process each); keep the fastest run (noise only ever adds time)."""
+    runs = []
+    for _ in range(repeat):
+        r = run_fit(workload, epochs, device, tmp, timeout) if variant == "b" else run_worker(variant, workload, epochs, device, tmp, timeout)
+        runs.append(r)
+        if "error" in r:
+            return r
+    runs.sort(key=lambda r: r["train_seconds"])
+    chosen = dict(runs[0])
+    chosen["repeats_train_seconds"] = [round(r["train_seconds"], 4) for r in runs]
+    chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    n = chosen["n_train"] if "n_train" in chosen else None
+    if n is not None:
+        chosen["samples_per_s"] = n * chosen["epochs"] / chosen["train_seconds"]
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def fmt_ms(seconds: Optional[float]) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]], weights: int) -> None:
+    cuda = device.startswith("cuda")
+    head = f"{'variant':<20} {'ms/epoch':>9} {'samples/s':>11} {'peak RSS MB':>12} {'test acc':>9}"
+    head += f" {'TFLOP/s':>8}" if cuda else ""
+    print(head + "  per-epoch ms")
+    for v, r in res.items():
+        if "error" in r:
+            print(f"{NAMES[v]:<20} FAILED: {r['error']}")
+            continue
+        per_epoch = r["train_seconds"] / r["epochs"]
+        acc = "-" if r.get("test_accuracy") is None else f"{r['test_accuracy']:.4f}"
+        line = f"{NAMES[v]:<20} {per_epoch * 1e3:>9.1f} {r['samples_per_s']:>11,.0f} {r['peak_rss_mb']:>12.0f} {acc:>9}"
+        if cuda:
+            line += f" {6 * weights * r['samples_per_s'] / 1e12:>8.2f}"
+        eps = r.get("epoch_seconds")
+        if eps:
+            line += "  " + " ".join(fmt_ms(s) for s in eps)
+        else:
+            line += "  (no per-epoch times)" if v != "b" else "  (metrics.csv has no time column; train_seconds/epochs)"
+        if len(r.get("repeats_train_seconds", [])) > 1:
+            line += f"  [best of {len(r['repeats_train_seconds'])} runs: {r['repeats_train_seconds']} s]"
+        print(line)
+    ref = REFERENCE_MS.get(workload_name)
+    if ref and device == "cpu":
+        print("reference (2 cores, torch 2.14.1 CPU): " + ", ".join(f"{NAMES[k]} {v:.0f} ms/epoch" for k, v in ref.items()))
+
+
+def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    ok = {v: r for v, r in res.items() if "error" not in r}
+    ratios: dict[str, float] = {}
+    if "b" in ok:
+        for other in ("a", "c", "d"):
+            if other in ok:
+                ratios[f"b/{other}"] = ok["b"]["samples_per_s"] / ok[other]["samples_per_s"]
+    if ratios:
+        print("speed ratios (samples/s of b / samples/s of X; > 1 means mlptrain fit is faster than X):")
+        for k, v in ratios.items():
+            extra = f"   (time_b/time_d = {1 / v:.2f}: how many times the floor's time b takes; 1.00 is the floor)" if k == "b/d" else ""
+            print(f"  {k} = {v:.2f}x{extra}")
+
+    targets: list[dict[str, Any]] = []
+
+    def target(name: str, value: Optional[float], goal: str, passed: Optional[bool]) -> None:
+        targets.append({"target": name, "value": value, "goal": goal, "pass": passed})
+
+    if device != "cpu":
+        return ratios, targets  # the targets were set for CPU
+    if workload_name == "digits":
+        target("digits b/a speed", ratios.get("b/a"), ">= 1.8x", None if "b/a" not in ratios else ratios["b/a"] >= 1.8)
+        target("digits b/c speed", ratios.get("b/c"), ">= 1.6x", None if "b/c" not in ratios else ratios["b/c"] >= 1.6)
+    elif workload_name == "fashion_mnist":
+        target("fashion b/a speed", ratios.get("b/a"), ">= 1.8x", None if "b/a" not in ratios else ratios["b/a"] >= 1.8)
+        td = None if "b/d" not in ratios else 1 / ratios["b/d"]
+        target("fashion time_b/time_d", td, "<= 1.35", None if td is None else td <= 1.35)
+        eps = ok.get("b", {}).get("epoch_seconds")
+        slow = eps[-1] / eps[1] if eps and len(eps) >= 3 else None
+        target("fashion b last epoch / second epoch", slow, "<= 1.10", None if slow is None else slow <= 1.10)
+        rss = ok.get("b", {}).get("peak_rss_mb")
+        target("fashion fit peak RSS (MB)", rss, "< 1200 MB (1.2 GB)", None if rss is None else rss < 1200)
+    if targets:
+        print("targets (CPU):")
+        for t in targets:
+            mark = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
+            value = "-" if t["value"] is None else f"{t['value']:.2f}"
+            why = ""
+            if t["pass"] is None and "epoch" in t["target"]:
+                why = "  (needs per-epoch times of b: metrics.csv has no time column, or fewer than 3 epochs)"
+            print(f"  {mark}  {t['target']:<38} {value:>8}  goal {t['goal']}{why}")
+    return ratios, targets
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "sklearn": sklearn.__version__}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def fashion_available() -> tuple[bool, str]:
+    from mlptrain.config import DataName
+
+    if "fashion_mnist" not in typing.get_args(DataName):
+        return False, "mlptrain.config.DataName has no 'fashion_mnist' yet"
+    if not FASHION_FILE.is_file():
+        return False, f"{FASHION_FILE} is missing"
+    return True, ""
+
+
+def warn_load() -> Optional[float]:
+    """Other processes on the CPUs make every number here noisy: say so."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load = os.getloadavg()[0]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load > 0.5 * cpus:
+        print(f"warning: 1-minute load average {load:.2f} on {cpus} CPUs: other processes compete for the cores; timings are noisy")
+    return load
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    ap.add_argument("--epochs", type=int, help="epochs for every workload (default: digits 20, fashion_mnist 3)")
+    ap.add_argument("--repeat", type=int, help="fresh processes per variant, fastest kept (default: digits 3, fashion_mnist 1)")
+    ap.add_argument("--variants", default="abcd", help="which variants to run (default abcd)")
+    ap.add_argument("--devices", help="comma-separated: cpu,cuda (default cpu, plus cuda when available)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 1 repeat, digits only unless --only")
+    ap.add_argument("--no-save", action="store_true", help="do not append to bench/results.jsonl")
+    ap.add_argument("--threads", type=int, help="set OMP/MKL/OpenBLAS threads of every child (default: libraries' own)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
+    # worker mode (internal)
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--hidden", help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        global THREADS_PINNED
+        THREADS_PINNED = True
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)  # children inherit os.environ
+    if args.worker:
+        args.hidden = [int(h) for h in args.hidden.split(",") if h]
+        result = WORKERS[args.worker](args)
+        Path(args.result).write_text(json.dumps(result))
+        return 0
+
+    names = [n.strip() for n in args.only.split(",")] if args.only else (["digits"] if args.quick else list(WORKLOADS))
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    import torch
+
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",")]
+    else:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    vers, mach = versions(), machine()
+    print(f"mlptrain bench: python {vers['python']}, torch {vers['torch']}, sklearn {vers['sklearn']}; "
+          f"{mach['cpu_count']} CPUs, torch threads {mach['torch_threads']}; {mach['platform']}"
+          + (f"; GPU {mach['gpu']}" if mach.get("gpu") else "; no CUDA"))
+    print("each variant runs in its own fresh process, one after the other; times are the training loop only")
+    load_before = warn_load()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mlptrain-bench-"))
+    try:
+        for name in names:
+            wl = WORKLOADS[name]
+            if name == "fashion_mnist":
+                ok, why = fashion_available()
+                if not ok:
+                    print(f"\n== fashion_mnist: skipped ({why})")
+                    continue
+            epochs = args.epochs or (2 if args.quick else wl["epochs"])
+            repeat = args.repeat or (1 if args.quick else wl["repeat"])
+            for device in devices:
+                variants = [v for v in "abcd" if v in args.variants and (device == "cpu" or v != "c")]
+                print(f"\n== {name}: hidden {wl['hidden']}, {epochs} epochs, batch {BATCH}, Adam lr {LR:g}, device {device}, "
+                      f"{repeat} run(s) per variant")
+                res: dict[str, dict[str, Any]] = {}
+                for v in variants:
+                    res[v] = run_variant(v, wl, epochs, device, repeat, tmp, args.timeout)
+                shape = next(((r["n_train"], r["in_features"], r["classes"]) for r in res.values() if "n_train" in r), None)
+                if shape is None:  # only b ran (or every worker failed): read the shapes as the workers do
+                    xtr, _, _, _, k = load_arrays(wl["data"])
+                    shape = (len(xtr), int(xtr.shape[1]), k)
+                n_train, in_features, classes = shape
+                if "b" in res and "error" not in res["b"]:
+                    res["b"]["n_train"] = n_train
+                    res["b"]["samples_per_s"] = n_train * res["b"]["epochs"] / res["b"]["train_seconds"]
+                weights = weight_count(in_features, wl["hidden"], classes)
+                print(f"train rows {n_train}, {weights:,} weights")
+                print_table(name, device, res, weights)
+                ratios, targets = ratios_and_targets(name, device, res)
+                record = {
+                    "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "workload": name, "hidden": wl["hidden"], "epochs": epochs, "batch_size": BATCH, "lr": LR,
+                    "repeat": repeat, "quick": args.quick, "device": device, "machine": mach, "versions": vers,
+                    "n_train": n_train, "weights": weights, "threads_env": args.threads,
+                    "load_before": load_before, "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                    "variants": {v: {k: val for k, val in r.items() if k not in ("stderr_tail", "config")} for v, r in res.items()},
+                    "fit_config": res.get("b", {}).get("config"),
+                    "ratios": ratios, "targets": targets,
+                }
+                if device != "cpu":
+                    record["tflops"] = {v: 6 * weights * r["samples_per_s"] / 1e12 for v, r in res.items() if "samples_per_s" in r}
+                for v, r in res.items():
+                    if "error" in r and r.get("stderr_tail"):
+                        print(f"--- {NAMES[v]} stderr (tail) ---\n{r['stderr_tail']}")
+                if not args.no_save:
+                    with RESULTS.open("a") as f:
+                        f.write(json.dumps(record) + "\n")
+        if not args.no_save:
+            print(f"\nappended to {RESULTS.relative_to(ROOT)}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

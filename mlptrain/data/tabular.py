@@ -1,0 +1,500 @@
+"""Tabular files (CSV, Parquet) as they really come: dtypes, text and bool columns, ids, empty cells.
+
+Reading (``read_table``): pandas with the pyarrow engine where pyarrow is installed (the C engine
+otherwise; Parquet needs pyarrow). Every column keeps the dtype pandas infers; ``infer_kinds``
+sorts the feature columns into three kinds:
+
+* ``numeric``: numbers, used as they are (then scaled with ``data.scale``);
+* ``bool``: true/false columns, encoded 0/1 (not scaled);
+* ``categorical``: text, pandas ``category`` and object columns, or any column listed in
+  ``data.categorical`` (integer codes): one-hot over the categories of the training split
+  (not scaled); a category the training split never had encodes as all zeros, with one warning.
+
+Fitting (``fit_encoder``) sees the training split only, after the split, and returns plain data
+(lists, strings, floats) for the checkpoint: per column its kind, its vocabulary and the value that
+fills an empty cell. ``encode`` turns any frame with the training columns into a float32 matrix.
+
+Empty cells (``data.missing``): ``error`` names the count per column; ``drop`` drops those rows at
+fit time (and, as rows cannot be dropped from predictions, fills them with the training mean or
+most frequent category elsewhere, with a warning); ``impute_mean`` / ``impute_median`` fill numeric
+and bool (0/1) columns with the training mean / median and categorical columns with the most
+frequent training category; ``impute_constant`` fills numeric and bool columns with
+``data.fill_value`` and categorical ones with the category ``<missing>``. Rows without a target
+value are always dropped, with a warning.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from mlptrain.data.sources import Table
+from mlptrain.errors import DataError, DataWarning
+
+MISSING_CATEGORY = "<missing>"
+FIX_HINT = "set data.missing to drop, impute_mean, impute_median or impute_constant"
+SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def has_pyarrow() -> bool:
+    return importlib.util.find_spec("pyarrow") is not None
+
+
+def kind_of_path(path: Path) -> Optional[str]:
+    """csv or parquet by file extension (None for anything else)."""
+    return SUFFIXES.get(path.suffix.lower())
+
+
+def read_frame(path: Path, kind: str):
+    """The whole file as a DataFrame with string column names; one-line DataErrors for unreadable files."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found; check data.path in the config")
+    label = "Parquet file" if kind == "parquet" else "CSV"
+    if kind == "parquet":
+        if not has_pyarrow():
+            raise DataError(f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`")
+        try:
+            frame = pd.read_parquet(path, engine="pyarrow")
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for files that are not Parquet
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DataError(f"{path}: not a readable Parquet file ({first})") from None
+    else:
+        try:
+            frame = pd.read_csv(path, engine="pyarrow" if has_pyarrow() else "c")
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the CSV file is empty; it needs a header row and data rows") from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DataError(f"{path}: not a readable CSV ({first})") from None
+    if len(frame.columns) == 0:
+        raise DataError(f"{path}: the {label} has no columns")
+    if len(frame) == 0:
+        raise DataError(f"{path}: the {label} has a header but no data rows")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------
+# Cells: empty, numbers, bools, category keys.
+
+
+def _is_text(dtype: Any) -> bool:
+    import pandas as pd
+
+    return dtype == object or pd.api.types.is_string_dtype(dtype)
+
+
+def missing_mask(s) -> np.ndarray:
+    """Empty cells: NaN/None/NA, and text that is empty or only spaces."""
+    mask = s.isna().to_numpy(dtype=bool, copy=True)
+    if _is_text(s.dtype):
+        blank = np.fromiter((isinstance(v, str) and not v.strip() for v in s.astype(object)), dtype=bool, count=len(s))
+        mask |= blank
+    return mask
+
+
+def category_key(v: Any) -> str:
+    """One spelling per category: 3, 3.0 and "3" are the same code; text loses outer spaces."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    return str(v).strip()
+
+
+_TRUE = {"true", "1", "1.0", "yes", "t", "y"}
+_FALSE = {"false", "0", "0.0", "no", "f", "n"}
+
+
+def _row_label(s, i: int, source: str) -> str:
+    """Where cell ``i`` of column ``s`` is in its file: frames keep the file's row numbers as their index
+    (through dropped rows and splits); CSV rows are counted as lines (the header is line 1), as an editor shows them."""
+    label = s.index[i]
+    position = int(label) if isinstance(label, (int, np.integer)) else i
+    return f"row {position + (1 if source.lower().endswith(('.parquet', '.pq')) else 2)}"
+
+
+def _as_numbers(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
+    """A numeric or bool column as float64 (NaN where empty); a non-number in it is an error."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(s.dtype):
+        out = s.astype(object).map(lambda v: np.nan if v is None or v is pd.NA else float(bool(v)))
+        return out.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        cells = s.astype(object).map(
+            lambda v: v.strip() if isinstance(v, str) else (float(v) if isinstance(v, (bool, np.bool_)) else v)
+        )
+        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        bad = np.isnan(values) & ~miss
+        if bad.any():
+            i = int(bad.nonzero()[0][0])
+            raise DataError(
+                f"{source}: column '{name}' {_row_label(s, i, source)} has non-numeric value {s.iloc[i]!r}; "
+                "this column holds numbers"
+            )
+        values[miss] = np.nan
+    bad = ~np.isfinite(values) & ~np.isnan(values)
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} is infinite; features must be finite numbers")
+    return values
+
+
+def _as_bools(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
+    """A bool column as 0/1 floats (NaN where empty); accepts true/false, yes/no, 1/0 spellings."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        values = _as_numbers(s, name, source, miss)
+        ok = np.isnan(values) | np.isin(values, (0.0, 1.0))
+        if not ok.all():
+            i = int((~ok).nonzero()[0][0])
+            raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} has {values[i]!r}; the column was true/false in training")
+        return values
+    out = np.full(len(s), np.nan)
+    for i, v in enumerate(s.astype(object)):
+        if miss[i]:
+            continue
+        key = str(v).strip().lower()
+        if isinstance(v, (bool, np.bool_)) or key in _TRUE or key in _FALSE:
+            out[i] = float(bool(v)) if isinstance(v, (bool, np.bool_)) else float(key in _TRUE)
+        else:
+            raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} has {v!r}; the column was true/false in training")
+    return out
+
+
+def _dtype_kind(s) -> str:
+    """numeric / bool / categorical from the dtype alone (what `validate` shows for targets and ids)."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return "bool"
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        return "numeric"
+    values = s.dropna()
+    if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values.astype(object)):
+        return "bool"
+    return "categorical"
+
+
+def infer_kinds(frame, forced: Sequence[str], source: str) -> dict[str, str]:
+    """Feature column -> numeric | bool | categorical, from the training file's dtypes.
+
+    Text columns whose cells are mostly numbers but not all are taken for numeric columns with a bad
+    cell (an error naming it) rather than for categories; ``data.categorical`` overrides that.
+    """
+    import pandas as pd
+
+    kinds: dict[str, str] = {}
+    for name in frame.columns:
+        s = frame[name]
+        if name in forced:
+            kinds[name] = "categorical"
+            continue
+        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_timedelta64_dtype(s.dtype):
+            raise DataError(
+                f"{source}: column '{name}' holds dates or durations ({s.dtype}); convert it to numbers "
+                "or leave it out with data.features"
+            )
+        kind = _dtype_kind(s)
+        if kind == "categorical" and not isinstance(s.dtype, pd.CategoricalDtype):
+            miss = missing_mask(s)
+            cells = s.astype(object)[~miss]
+            parsed = pd.to_numeric(cells.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
+            numeric = parsed.notna().to_numpy()
+            if len(cells) and numeric.all():
+                kind = "numeric"  # numbers stored as text (e.g. a Parquet string column)
+            elif len(cells) and numeric.mean() >= 0.5:
+                i = int(np.flatnonzero(~miss)[int((~numeric).nonzero()[0][0])])
+                raise DataError(
+                    f"{source}: column '{name}' {_row_label(s, i, source)} has non-numeric value {s.iloc[i]!r}; "
+                    "features must be numbers (list the column in data.categorical to treat it as categories, "
+                    "or drop it with data.features)"
+                )
+        kinds[name] = kind
+    return kinds
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading a file into a Table whose features stay a raw frame until the encoder is fitted.
+
+
+def read_table(
+    path: Path, kind: str, target: Any, features: Optional[list[str]], id_column: Optional[str],
+    need_target: bool = True, use_target: bool = True, need_id: bool = True,
+) -> Table:
+    """A CSV/Parquet file -> Table with ``frame`` (raw feature columns), ``y`` (labels or values) and ``ids``.
+
+    ``x`` is an empty [N, 0] placeholder: features are encoded once the encoder is fitted. Rows whose
+    target is empty are dropped with one warning. ``use_target=False`` (predict) ignores the target.
+    ``extra["columns"]`` describes every column used (role, dtype, kind, empty cells) for `validate`.
+    """
+    frame = read_frame(path, kind)
+    columns = list(frame.columns)
+    targets = [target] if isinstance(target, str) else list(target or [])
+    for t in targets:
+        if t not in columns and need_target:
+            raise DataError(f"{path}: target column '{t}' not found; columns are: {', '.join(columns)}")
+    if id_column and id_column not in columns and need_id:
+        raise DataError(f"{path}: id column '{id_column}' (data.id) not found; columns are: {', '.join(columns)}")
+    feats = list(features) if features is not None else [c for c in columns if c not in targets and c != id_column]
+    absent = [c for c in feats if c not in columns]
+    if absent:
+        raise DataError(f"{path}: feature column '{absent[0]}' not found; columns are: {', '.join(columns)}")
+    if not feats:
+        raise DataError(f"{path}: no feature columns left besides the target and id; columns are: {', '.join(columns)}")
+
+    info = []
+    present = [t for t in targets if t in columns] if use_target else []
+    roles = ([(id_column, "id")] if id_column in columns else []) + [(c, "feature") for c in feats] + [(t, "target") for t in present]
+    for name, role in roles:
+        s = frame[name]
+        kind = "-" if role == "id" else _dtype_kind(s)
+        info.append({"column": name, "role": role, "dtype": str(s.dtype), "kind": kind, "missing": int(missing_mask(s).sum())})
+
+    if present:
+        empty = np.zeros(len(frame), dtype=bool)
+        per_column = {}
+        for t in present:
+            m = missing_mask(frame[t])
+            per_column[t] = int(m.sum())
+            empty |= m
+        if empty.all():
+            raise DataError(f"{path}: every row's target ({', '.join(present)}) is empty")
+        if empty.any():
+            counts = ", ".join(f"{t}: {k}" for t, k in per_column.items() if k)
+            warnings.warn(DataWarning(f"{path}: dropped {int(empty.sum())} of {len(frame)} rows with no target value ({counts})"), stacklevel=2)
+            frame = frame[~empty]  # the index keeps the file's row numbers for error messages
+        y = _targets(frame, present, {t: k > 0 for t, k in per_column.items()})
+    else:
+        y = np.zeros((len(frame), 0))
+    ids = frame[id_column].to_numpy() if id_column and id_column in columns else None
+    table = Table(np.zeros((len(frame), 0), np.float32), y, feats, targets, frame=frame[feats], ids=ids)
+    table.extra["columns"] = info
+    return table
+
+
+def _targets(frame, present: list[str], had_empty: dict[str, bool]) -> np.ndarray:
+    """Target cells (no empty ones left) as labels (text, bool) or numbers, one column or several."""
+    import pandas as pd
+
+    def numeric(s) -> bool:
+        return pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
+
+    if len(present) > 1:
+        if all(numeric(frame[t]) for t in present):
+            return np.column_stack([frame[t].to_numpy(dtype=np.float64, na_value=np.nan, copy=True) for t in present])
+        return frame[present].to_numpy()
+    name = present[0]
+    s = frame[name]
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.to_numpy(dtype=bool)
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return s.to_numpy(dtype=np.int64)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        if had_empty.get(name) and np.all(np.mod(values, 1) == 0):
+            return values.astype(np.int64)  # integer labels that were read as floats only because of empty cells
+        return values
+    obj = s.astype(object)
+    if all(isinstance(v, (bool, np.bool_)) for v in obj):
+        return obj.to_numpy(dtype=bool)
+    return np.asarray([v.strip() if isinstance(v, str) else category_key(v) for v in obj], dtype=str)
+
+
+# ------------------------------------------------------------------------------------------------
+# Missing-value policy at fit time, fitting on train, encoding.
+
+
+def missing_counts(frame) -> dict[str, int]:
+    return {c: int(missing_mask(frame[c]).sum()) for c in frame.columns}
+
+
+def _rows_have(n: int) -> str:
+    return "1 row has" if n == 1 else f"{n} rows have"
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{c}: {k}" for c, k in counts.items() if k)
+
+
+def apply_policy(table: Table, policy: str, source: str) -> Table:
+    """Fit time, every file read: ``error`` refuses empty feature cells, ``drop`` drops their rows."""
+    if table.frame is None or policy not in ("error", "drop"):
+        return table
+    counts = missing_counts(table.frame)
+    total = sum(counts.values())
+    if not total:
+        return table
+    if policy == "error":
+        noun = "missing value" if total == 1 else "missing values"
+        raise DataError(f"{source}: {total} {noun} ({_counts_text(counts)}); {FIX_HINT}")
+    empty = np.zeros(len(table.frame), dtype=bool)
+    for c in table.frame.columns:
+        empty |= missing_mask(table.frame[c])
+    if empty.all():
+        raise DataError(f"{source}: every row has a missing value ({_counts_text(counts)}); data.missing: drop leaves none: use an impute_ option")
+    warnings.warn(
+        DataWarning(f"{source}: dropped {int(empty.sum())} of {len(empty)} rows with missing values ({_counts_text(counts)}) (data.missing: drop)"),
+        stacklevel=2,
+    )
+    return table.take(np.flatnonzero(~empty))
+
+
+def fit_encoder(frame, kinds: dict[str, str], policy: str, fill_value: float, id_column: Optional[str]) -> dict[str, Any]:
+    """Vocabularies and fill values from the training split only, as plain data for the checkpoint."""
+    columns = []
+    for name in frame.columns:
+        s, kind = frame[name], kinds[name]
+        miss = missing_mask(s)
+        entry: dict[str, Any] = {"name": name, "kind": kind}
+        if kind == "categorical":
+            counts = Counter(category_key(v) for v in s.astype(object)[~miss])
+            if policy == "impute_constant" and miss.any():
+                counts[MISSING_CATEGORY] += int(miss.sum())
+            entry["categories"] = sorted(counts)
+            if policy == "impute_constant":
+                entry["fill"] = MISSING_CATEGORY
+            else:
+                entry["fill"] = min(counts, key=lambda k: (-counts[k], k)) if counts else MISSING_CATEGORY
+        else:
+            values = (_as_bools if kind == "bool" else _as_numbers)(s, name, "training split", miss)[~miss]
+            if policy == "impute_constant":
+                fill = float(fill_value)
+            elif len(values) == 0:
+                fill = 0.0
+            elif policy == "impute_median":
+                fill = float(np.median(values))
+            else:  # impute_mean; error and drop keep the mean for rows predict cannot drop
+                fill = float(np.mean(values))
+            entry["fill"] = fill
+        columns.append(entry)
+    names = []
+    for c in columns:
+        names += [f"{c['name']}={k}" for k in c["categories"]] if c["kind"] == "categorical" else [c["name"]]
+    return {"missing": policy, "id": id_column, "columns": columns, "encoded_names": names}
+
+
+def scaled_columns(encoder: dict[str, Any]) -> np.ndarray:
+    """Which encoded columns the scaler may shift and scale: numeric ones (bool 0/1 and one-hot stay)."""
+    flags: list[bool] = []
+    for c in encoder["columns"]:
+        flags += [False] * len(c["categories"]) if c["kind"] == "categorical" else [c["kind"] == "numeric"]
+    return np.asarray(flags, dtype=bool)
+
+
+def encode(frame, encoder: dict[str, Any], source: str, split: Optional[str] = None, at_fit: bool = True) -> np.ndarray:
+    """Raw feature frame -> float32 [N, encoded width], filling empty cells and one-hot encoding.
+
+    ``at_fit`` is False for predict and ``eval --data``: there rows cannot be dropped, so under
+    ``drop`` their empty cells get the training fill value, with a warning.
+    """
+    import pandas as pd
+
+    policy = encoder["missing"]
+    masks = {c["name"]: missing_mask(frame[c["name"]]) for c in encoder["columns"]}
+    counts = {n: int(m.sum()) for n, m in masks.items()}
+    total = sum(counts.values())
+    if total and policy == "error":
+        noun = "missing value" if total == 1 else "missing values"
+        raise DataError(
+            f"{source}: {total} {noun} ({_counts_text(counts)}); the model was trained with data.missing: error "
+            "and cannot fill them: remove those rows, or retrain with data.missing set to drop, impute_mean, "
+            "impute_median or impute_constant"
+        )
+    if total and policy == "drop":
+        rows = int(np.any(np.stack(list(masks.values())), axis=0).sum())
+        message = (
+            f"{source}: {_rows_have(rows)} missing values ({_counts_text(counts)}); data.missing: drop cannot drop "
+            "rows here, so they are filled with the training mean (most frequent category)"
+        )
+        if at_fit:  # cannot happen: fit drops these rows first
+            raise DataError(message)
+        warnings.warn(DataWarning(message, split), stacklevel=2)
+
+    blocks = []
+    unseen: dict[str, int] = {}
+    unseen_rows = np.zeros(len(frame), dtype=bool)
+    for c in encoder["columns"]:
+        name, kind, miss = c["name"], c["kind"], masks[c["name"]]
+        s = frame[name]
+        if kind == "categorical":
+            keys = [c["fill"] if m else category_key(v) for v, m in zip(s.astype(object), miss)]
+            codes = pd.Index(c["categories"], dtype=object).get_indexer(keys) if c["categories"] else np.full(len(keys), -1)
+            block = np.zeros((len(keys), len(c["categories"])), dtype=np.float32)
+            known = codes >= 0
+            block[np.flatnonzero(known), codes[known]] = 1.0
+            if (~known).any():
+                unseen[name] = int((~known).sum())
+                unseen_rows |= ~known
+        else:
+            values = (_as_bools if kind == "bool" else _as_numbers)(s, name, source, miss)
+            values[miss] = c["fill"]
+            block = values.astype(np.float32)[:, None]
+        blocks.append(block)
+    if unseen:
+        warnings.warn(
+            DataWarning(
+                f"{source}: {_rows_have(int(unseen_rows.sum()))} categories unseen in training ({_counts_text(unseen)}); "
+                "encoded as all-zero",
+                split,
+            ),
+            stacklevel=2,
+        )
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(frame), 0), np.float32)
+
+
+def warn_wide_categories(encoder: dict[str, Any], n_train: int, source: str) -> None:
+    """A text column with a category for nearly every row is usually an id: say so once."""
+    for c in encoder["columns"]:
+        k = len(c.get("categories", []))
+        if c["kind"] == "categorical" and k > 50 and k > 0.5 * n_train:
+            warnings.warn(
+                DataWarning(
+                    f"{source}: column '{c['name']}' has {k} categories over {n_train} training rows (one input each); "
+                    "if it is an identifier, set data.id or leave it out with data.features"
+                ),
+                stacklevel=2,
+            )
+
+
+def column_table(table: Table, kinds: dict[str, str]) -> list[dict[str, Any]]:
+    """What `validate` prints: column, role, dtype, kind (features as the encoder sees them), empty cells."""
+    rows = [dict(r) for r in table.extra.get("columns", [])]
+    for r in rows:
+        if r["role"] == "feature" and r["column"] in kinds:
+            r["kind"] = kinds[r["column"]]
+    return rows
+
+
+__all__ = [
+    "MISSING_CATEGORY", "read_frame", "read_table", "infer_kinds", "apply_policy", "fit_encoder", "encode",
+    "scaled_columns", "column_table", "kind_of_path", "has_pyarrow",
+]
+
+
+def numeric_encoder(feature_names: Sequence[str]) -> dict[str, Any]:
+    """The encoder a checkpoint from before categorical support implies: every feature numeric, no empty cells."""
+    columns = [{"name": n, "kind": "numeric", "fill": 0.0} for n in feature_names]
+    return {"missing": "error", "id": None, "columns": columns, "encoded_names": list(feature_names)}
+
+
+def keep_unscaled(scaler: dict[str, Any], scaled: np.ndarray) -> dict[str, Any]:
+    """Shift 0 and scale 1 for bool and one-hot columns: an unseen category stays an all-zero vector."""
+    if scaler["kind"] == "none":
+        return scaler
+    shift = [s if keep else 0.0 for s, keep in zip(scaler["shift"], scaled)]
+    scale = [s if keep else 1.0 for s, keep in zip(scaler["scale"], scaled)]
+    return {**scaler, "shift": shift, "scale": scale}

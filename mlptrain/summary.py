@@ -1,0 +1,69 @@
+"""The layer table `mlptrain validate` prints, computed from the spec without importing torch.
+
+``validate`` must answer at once, and importing torch alone takes seconds, so the layers, shapes
+and parameter counts are derived here from the same rules ``model.build_model`` follows; a test
+builds the real model for many specs and checks both agree row by row.
+"""
+
+from __future__ import annotations
+
+from mlptrain.config import ActivationSpec, ModelSpec
+
+# What ``model.ACTIVATIONS`` builds, as ``model.describe_layer`` prints it.
+_ACTIVATION_TEXT = {
+    "sigmoid": lambda a, w: "Sigmoid()",
+    "tanh": lambda a, w: "Tanh()",
+    "hardtanh": lambda a, w: "Hardtanh()",
+    "softsign": lambda a, w: "Softsign()",
+    "relu": lambda a, w: "ReLU()",
+    "leaky_relu": lambda a, w: f"LeakyReLU(slope={a.slope})",
+    "prelu": lambda a, w: f"PReLU({w})",
+    "abs": lambda a, w: "Abs()",
+    "elu": lambda a, w: f"ELU(alpha={a.alpha})",
+    "softplus": lambda a, w: f"Softplus(beta={a.beta})",
+    "gelu": lambda a, w: "GELU()",
+    "silu": lambda a, w: "SiLU()",
+    "maxout": lambda a, w: f"Maxout(k={a.k})",
+    "identity": lambda a, w: "Identity()",
+}
+
+
+def _row(name: str, layer: str, width: int, weights: dict[str, list[int]]) -> dict[str, object]:
+    params = 0
+    for shape in weights.values():
+        n = 1
+        for d in shape:
+            n *= d
+        params += n
+    return {"name": name, "layer": layer, "output": [None, width], "weights": weights, "params": params}
+
+
+def _activation_weights(act: ActivationSpec, width: int) -> dict[str, list[int]]:
+    return {"weight": [width]} if act.name == "prelu" else {}
+
+
+def layer_table(spec: ModelSpec, in_features: int, out_features: int) -> list[dict[str, object]]:
+    """One row per layer of ``build_model(spec, in_features, out_features)``: name, module, output shape, weights."""
+    rows: list[dict[str, object]] = []
+    if spec.input_dropout > 0:
+        rows.append(_row("input_dropout", f"Dropout(p={spec.input_dropout})", in_features, {}))
+    width = in_features
+    for i, (units, act) in enumerate(zip(spec.hidden, spec.activations()), start=1):
+        wide = units * (act.k if act.name == "maxout" else 1)
+        rows.append(_row(f"hidden{i}", f"Linear({width}→{wide})", wide, {"weight": [wide, width], "bias": [wide]}))
+        if spec.norm == "batch":
+            rows.append(_row(f"norm{i}", f"BatchNorm1d({wide})", wide, {"weight": [wide], "bias": [wide]}))
+        elif spec.norm == "layer":
+            rows.append(_row(f"norm{i}", f"LayerNorm({wide})", wide, {"weight": [wide], "bias": [wide]}))
+        rows.append(_row(f"act{i}", _ACTIVATION_TEXT[act.name](act, wide), units, _activation_weights(act, wide)))
+        if spec.dropout > 0:
+            rows.append(_row(f"dropout{i}", f"Dropout(p={spec.dropout})", units, {}))
+        width = units
+    rows.append(_row("output", f"Linear({width}→{out_features})", out_features,
+                     {"weight": [out_features, width], "bias": [out_features]}))
+    return rows
+
+
+def count(rows: list[dict[str, object]]) -> int:
+    """Learnable parameters of a layer table."""
+    return sum(int(r["params"]) for r in rows)  # type: ignore[call-overload]
