@@ -351,7 +351,7 @@ class CheckpointSpec(Section):
     """Which checkpoints a run keeps under `checkpoints/`."""
 
     save_best: bool = Field(True, description="Keep best.pt: the weights of the best epoch by the monitored metric.")
-    save_last: bool = Field(True, description="Keep last.pt, rewritten at the end of every epoch.")
+    save_last: bool = Field(True, description="Keep last.pt with optimizer state, rewritten after every epoch (at most once a second).")
 
 
 class TrainSpec(Section):

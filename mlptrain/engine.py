@@ -219,6 +219,7 @@ def fit(
     epoch = 0
     for epoch in range(1, loop.epochs + 1):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
+        epoch_start = time.perf_counter()
         order = torch.randperm(n, generator=generator) if loop.shuffle else torch.arange(n)
         order = order if stream else order.to(device)
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -248,12 +249,12 @@ def fit(
                 schedule.step()
             step += 1
             detached = loss.detach()
-            loss_sum += detached * len(idx)
-            window += detached
+            loss_sum.add_(detached, alpha=len(idx))  # in place: no new tensors per step
+            window.add_(detached)
             window_steps += 1
             seen += len(idx)
             if classify:
-                correct += (predict_classes(task.name, logits.detach()).reshape(-1) == yb.reshape(-1).long()).sum()
+                correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
             if step % loop.step_every == 0 or b == steps_per_epoch - 1:
                 mean = float(window) / window_steps  # the one host sync every step_every steps
                 if run is not None:
@@ -279,7 +280,7 @@ def fit(
         else:
             bad_epochs += 1
         if run is not None:
-            run.log_epoch(epoch, values)
+            run.log_epoch(epoch, values, time.perf_counter() - epoch_start)
             if loop.histograms_every and epoch % loop.histograms_every == 0:
                 tensors = [(f"weights/{k}", p.detach().cpu()) for k, p in model.named_parameters()]
                 tensors += [(f"grads/{k}", p.grad.detach().cpu()) for k, p in model.named_parameters() if p.grad is not None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 import threading
@@ -90,16 +91,20 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
 
 
 class BackgroundWriter:
-    """Atomic file writes on one worker thread, so fsync never stalls the training loop.
+    """Atomic file writes on one worker thread, so serializing and fsync never stall the training loop.
 
-    Only the newest pending version of a path is kept: if last.pt is still being written when the
-    next epoch's arrives, the older one is skipped, never half-written. ``flush`` waits for every
-    pending write and re-raises a failure (a full disk must stop the run, not vanish in a thread).
+    Only the newest pending version of a path is kept, and one path is written at most once every
+    ``min_interval`` seconds (short epochs would otherwise spend their time pickling last.pt): a
+    crash loses at most that much progress, never a whole file. ``flush`` writes everything pending
+    at once and re-raises a failure (a full disk must stop the run, not vanish in a thread).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_interval: float = 0.0) -> None:
+        self.min_interval = min_interval
         self._pending: dict[Path, Callable[[], bytes]] = {}
+        self._written: dict[Path, float] = {}  # path -> monotonic time of its last write
         self._busy = False
+        self._flushing = 0
         self._error: Optional[BaseException] = None
         self._closed = False
         self._cond = threading.Condition()
@@ -114,14 +119,26 @@ class BackgroundWriter:
             self._pending[path] = payload
             self._cond.notify_all()
 
+    def _next(self) -> tuple[Optional[Path], float]:
+        """The first pending path that may be written now, else how long until one may."""
+        now = time.monotonic()
+        wait = math.inf
+        for path in self._pending:
+            due = self._written.get(path, -math.inf) + self.min_interval
+            if self._flushing or self._closed or due <= now:
+                return path, 0.0
+            wait = min(wait, due - now)
+        return None, wait
+
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                path = next(iter(self._pending))
+                path, wait = self._next()
+                while path is None:
+                    if self._closed and not self._pending:
+                        return
+                    self._cond.wait(None if wait == math.inf else wait)
+                    path, wait = self._next()
                 payload = self._pending.pop(path)
                 self._busy = True
             try:
@@ -131,6 +148,7 @@ class BackgroundWriter:
                     self._error = self._error or exc
             finally:
                 with self._cond:
+                    self._written[path] = time.monotonic()
                     self._busy = False
                     self._cond.notify_all()
 
@@ -140,9 +158,15 @@ class BackgroundWriter:
             raise error
 
     def flush(self) -> None:
+        """Write everything pending now, and wait for it."""
         with self._cond:
-            while self._pending or self._busy:
-                self._cond.wait()
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._pending or self._busy:
+                    self._cond.wait()
+            finally:
+                self._flushing -= 1
             self._raise()
 
     def close(self) -> None:
@@ -176,7 +200,7 @@ class Run:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         self._serialize = serialize
-        self._writer = BackgroundWriter()
+        self._writer = BackgroundWriter(min_interval=1.0)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.writer = None
         if tensorboard:
@@ -196,9 +220,15 @@ class Run:
         self._writer.submit(path, lambda: self._serialize(frozen))
         return path
 
-    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
-        """One metrics.csv row and one TensorBoard scalar per value, tagged as given (train/loss, val/f1, lr)."""
+    def log_epoch(self, epoch: int, values: dict[str, float], seconds: Optional[float] = None) -> None:
+        """One metrics.csv row and one TensorBoard scalar per value, tagged as given (train/loss, val/f1, lr).
+
+        ``seconds`` (the epoch's wall time, training and validation) goes to metrics.csv's
+        ``epoch_seconds`` column and TensorBoard's ``time/epoch_seconds``: slowing epochs show up.
+        """
         row = {"epoch": epoch, **values}
+        if seconds is not None:
+            row["epoch_seconds"] = seconds
         self.rows.append(row)
         columns: list[str] = []
         for r in self.rows:
@@ -216,6 +246,8 @@ class Run:
         if self.writer is not None:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, epoch)
+            if seconds is not None:
+                self.writer.add_scalar("time/epoch_seconds", seconds, epoch)
 
     def log_step(self, step: int, loss: float) -> None:
         if self.writer is not None:

@@ -267,9 +267,21 @@ def test_mode_max_on_accuracy():
 # Determinism
 
 
-def _metrics_csv(path: Path) -> list[dict[str, str]]:
+def _metrics_csv(path: Path, timings: bool = False) -> list[dict[str, str]]:
+    """metrics.csv rows; the wall-clock column is left out unless asked for (it differs run to run)."""
     with open(path / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return rows if timings else [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in rows]
+
+
+def test_metrics_csv_times_every_epoch(tmp_path):
+    spec = _spec(tmp_path, train={"epochs": 3, "batch_size": 16, "device": "cpu"},
+                 logging={"tensorboard": True, "progress": "none", "histograms_every": 0})
+    out = _train(spec, tmp_path)
+    rows = _metrics_csv(out.run_dir, timings=True)
+    assert len(rows) == 3 and all(float(r["epoch_seconds"]) > 0 for r in rows)
+    assert sum(float(r["epoch_seconds"]) for r in rows) <= out.summary["train_seconds"]
+    assert "time/epoch_seconds" in _events(out.run_dir).Tags()["scalars"]
 
 
 def test_same_seed_same_history_other_seed_differs(tmp_path):
@@ -739,3 +751,20 @@ def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
     w += 5  # training goes on before the writer thread gets to the file
     run.close()
     assert torch.equal(checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]["w"], torch.zeros(3))
+
+
+def test_background_writer_throttles_a_path_but_flush_writes_the_newest(tmp_path):
+    writer = runs.BackgroundWriter(min_interval=60.0)
+    target = tmp_path / "last.pt"
+    writer.submit(target, lambda: b"epoch 1")
+    deadline = time.time() + 10
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    assert target.read_bytes() == b"epoch 1"  # the first version goes out at once
+    writer.submit(target, lambda: b"epoch 2")
+    writer.submit(target, lambda: b"epoch 3")
+    time.sleep(0.2)
+    assert target.read_bytes() == b"epoch 1"  # within the interval: held back, not written twice
+    writer.flush()
+    assert target.read_bytes() == b"epoch 3"  # flush (end of run, interrupt) writes the newest
+    writer.close()
