@@ -83,9 +83,10 @@ class FitResult:
     best_value: float
     epochs_run: int
     stopped_early: bool
-    train_seconds: float
+    train_seconds: float  # the epochs' wall time less the validation passes (those are val_seconds)
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
+    val_seconds: float = 0.0
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -215,6 +216,7 @@ def fit(
     history: list[dict[str, float]] = []
     stopped = False
     start = time.perf_counter()
+    val_seconds = 0.0
     model.train()
     epoch = 0
     for epoch in range(1, loop.epochs + 1):
@@ -267,7 +269,9 @@ def fit(
         if classify:
             values["train/accuracy"] = float(correct) / seen
         if val is not None and len(val[0]):
+            val_start = time.perf_counter()
             values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size, loop.precision).items()})
+            val_seconds += time.perf_counter() - val_start
         values["lr"] = float(optimizer.param_groups[0]["lr"])
         history.append({"epoch": epoch, **values})
 
@@ -308,10 +312,10 @@ def fit(
             stopped = True
             break
 
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - val_seconds
     if loop.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history)
+    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds)
 
 
 def default_mode(monitor: str, mode: str) -> str:

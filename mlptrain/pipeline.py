@@ -237,7 +237,8 @@ def train(
             "stopped_early": result.stopped_early,
             "steps": result.steps,
             "parameters": count_parameters(model),
-            "train_seconds": round(result.train_seconds, 3),
+            "train_seconds": round(result.train_seconds, 3),  # training epochs, without validation
+            "val_seconds": round(result.val_seconds, 3),  # the per-epoch validation passes
             "wall_seconds": round(time.perf_counter() - wall, 3),
             "final_weights": weights,
             "checkpoint": str(ckpt) if ckpt else None,

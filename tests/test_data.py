@@ -677,3 +677,18 @@ def test_split_too_small_for_the_fractions(tmp_path):
 def test_bad_data_section_is_a_config_error(raw, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         validate_dict({"data": raw})
+
+
+@pytest.mark.parametrize("n, held, counts", [(10, 3, [5, 5]), (7, 4, [2, 2, 3]), (101, 50, [90, 9, 2]), (12, 8, [2, 2, 2, 6])])
+def test_stratified_split_holds_out_exactly_and_keeps_every_class(n, held, counts):
+    from mlptrain.data import _split_indices
+
+    strata = np.repeat(np.arange(len(counts)), counts)
+    rng = np.random.default_rng(0)
+    strata = strata[rng.permutation(n)]
+    kept, out = _split_indices(n, held, 3, strata)
+    assert len(out) == held and len(kept) == n - held
+    assert sorted(np.concatenate([kept, out]).tolist()) == list(range(n))
+    assert set(strata[kept].tolist()) == set(range(len(counts)))  # every class keeps a training row
+    share = np.bincount(strata[out], minlength=len(counts)) / held
+    assert np.abs(share - np.asarray(counts) / n).max() <= 1.0 / held + 1e-9 or min(counts) == 2

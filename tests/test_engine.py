@@ -280,7 +280,7 @@ def test_metrics_csv_times_every_epoch(tmp_path):
     out = _train(spec, tmp_path)
     rows = _metrics_csv(out.run_dir, timings=True)
     assert len(rows) == 3 and all(float(r["epoch_seconds"]) > 0 for r in rows)
-    assert sum(float(r["epoch_seconds"]) for r in rows) <= out.summary["train_seconds"]
+    assert sum(float(r["epoch_seconds"]) for r in rows) <= out.summary["train_seconds"] + out.summary["val_seconds"] + 1e-3
     assert "time/epoch_seconds" in _events(out.run_dir).Tags()["scalars"]
 
 

@@ -8,7 +8,7 @@ a checkpoint holds it without pickling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +17,7 @@ import numpy as np
 from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, TABLE_NAMES, DataSpec
 from mlptrain.data import tabular as _tab
 from mlptrain.data.sources import Table, bundled, read_file, synthetic
-from mlptrain.data.images import IMAGE_SETS, load_images, read_image_inputs
+from mlptrain.data.images import IMAGE_SETS, load_images, read_image_inputs, unit_floats
 from mlptrain.errors import DataError
 
 __all__ = ["Split", "Prepared", "prepare", "read_inputs", "encode_targets"]
@@ -115,29 +115,58 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
 def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held out) row indices; stratified where every class has at least two rows.
 
-    ``fraction`` is a share of the ``n`` rows, or (an int) the number of rows to hold out.
+    ``fraction`` is a share of the ``n`` rows, or (an int) the number of rows to hold out. Written
+    with numpy rather than sklearn's train_test_split: importing sklearn.model_selection costs
+    about 140 MB of memory and a second of start-up.
     """
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(n)
     if fraction <= 0:
         return idx, idx[:0]
-    stratify = None
+    held = fraction if isinstance(fraction, int) else int(np.ceil(fraction * n))
+    if held >= n:
+        raise DataError(f"data.split: cannot hold out {fraction:g} of {n} rows (no training rows would be left)")
+    rng = np.random.default_rng(seed)
+    classes = counts = None
     if strata is not None:
-        _, counts = np.unique(strata, return_counts=True)
-        held = fraction if isinstance(fraction, int) else int(np.ceil(fraction * n))
-        if counts.min() >= 2 and held >= len(counts) and n - held >= len(counts):
-            stratify = strata
-    try:
-        kept, held_out = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
-    except ValueError as exc:
-        raise DataError(f"data.split: cannot hold out {fraction:g} of {n} rows ({exc})") from None
-    return np.sort(kept), np.sort(held_out)
+        classes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
+        if not (counts.min() >= 2 and held >= len(counts) and n - held >= len(counts)):
+            classes = None
+    if classes is None:
+        held_out = rng.permutation(n)[:held]
+    else:
+        # Each class gives its share of the held-out rows (largest remainders round up, ties at
+        # random) and keeps at least one row for training.
+        quota = counts * held / n
+        take = np.minimum(np.floor(quota).astype(np.int64), counts - 1)
+        order = np.lexsort((rng.random(len(counts)), -(quota - take)))
+        while take.sum() < held:  # held <= n - classes, so some class always has room
+            for c in order:
+                if take.sum() < held and take[c] < counts[c] - 1:
+                    take[c] += 1
+        held_out = np.concatenate([rng.permutation(np.flatnonzero(inverse == c))[: take[c]] for c in range(len(counts))])
+    mask = np.zeros(n, dtype=bool)
+    mask[held_out] = True
+    return idx[~mask], idx[mask]
+
+
+def _moments(x: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and standard deviation in float64, a chunk of rows at a time: two passes, but no
+    temporary the size of the data (x.std() would allocate one, on 60000 images 190 MB)."""
+    n = max(len(x), 1)
+    total = np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        total += x[i : i + chunk].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    squares = np.zeros(x.shape[1])
+    for i in range(0, len(x), chunk):
+        d = x[i : i + chunk].astype(np.float64) - mean
+        squares += np.einsum("ij,ij->j", d, d)
+    return mean, np.sqrt(squares / n)
 
 
 def _fit_scaler(x: np.ndarray, kind: str) -> dict[str, Any]:
     if kind == "standard":
-        shift, scale = x.mean(axis=0), x.std(axis=0)
+        shift, scale = _moments(x)
     elif kind == "minmax":
         shift, scale = x.min(axis=0), x.max(axis=0) - x.min(axis=0)
     else:
@@ -147,11 +176,14 @@ def _fit_scaler(x: np.ndarray, kind: str) -> dict[str, Any]:
 
 
 def apply_scaler(x: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
+    """Scaled float32 rows. Works in place on a float32 array it may own (prepare's split copies),
+    so scaling needs no second copy of the data; pass ``x.copy()`` to keep the input."""
+    out = x if (x.dtype == np.float32 and x.flags.writeable and x.flags.owndata) else x.astype(np.float32)
     if scaler["kind"] == "none":
-        return x.astype(np.float32)
-    shift = np.asarray(scaler["shift"], np.float32)
-    scale = np.asarray(scaler["scale"], np.float32)
-    return ((x - shift) / scale).astype(np.float32)
+        return out
+    out -= np.asarray(scaler["shift"], np.float32)
+    out /= np.asarray(scaler["scale"], np.float32)
+    return out
 
 
 def prepare(
@@ -217,7 +249,11 @@ def prepare(
         kept, held = _split_indices(len(keep), frac, spec.split.seed, None if strata is None else strata[keep])
         rows[split] = main.take(keep[held])
         keep = keep[kept]
-    rows["train"] = main.take(keep)
+    rows["train"] = main if len(keep) == len(main.x) else main.take(keep)  # nothing held out: no copy
+    main = replace(main, x=main.x[:0])  # the splits own their rows now: free the full array (memory peak)
+    for key, table in rows.items():
+        if table is not None and table.x.dtype == np.uint8:  # image pixels -> [0, 1] floats, one split at a time
+            rows[key] = replace(table, x=unit_floats(table.x))
     train = rows["train"]
 
     encoded: dict[str, np.ndarray] = {}  # splits already encoded while fitting

@@ -272,14 +272,21 @@ def _cifar_names(directory: Path) -> list[str]:
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
 
 
+def unit_floats(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels -> float32 in [0, 1]; training, eval and predict all use this, so the same
+    pixels give the same floats."""
+    out = pixels.astype(np.float32)
+    out /= np.float32(255.0)
+    return out
+
+
 def _labelled(x: np.ndarray, labels: np.ndarray, names: list[str], first: int, source: str, shape: list[int]) -> Table:
     """uint8 images -> a Table of [0, 1] float32 rows with class-name labels."""
     codes = labels.astype(np.int64) - first
     bad = (codes < 0) | (codes >= len(names))
     if bad.any():
         raise DataError(f"{source}: label {int(labels[bad][0])} outside {first}..{first + len(names) - 1} ({len(names)} classes)")
-    rows = x.reshape(len(x), -1).astype(np.float32)
-    rows /= np.float32(255.0)  # as read_image_inputs does: the same pixels give the same floats
+    rows = x.reshape(len(x), -1)  # still uint8: prepare makes [0, 1] floats after the split, per split (memory)
     features = [f"px{i}" for i in range(rows.shape[1])]
     y = np.asarray(names, dtype=object)[codes]
     return Table(rows, y, features, ["label"], "multiclass", list(names), {"image_shape": list(shape)})
@@ -427,6 +434,8 @@ def read_image_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_ta
         )
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, got {x.dtype}")
+    if x.dtype == np.uint8:
+        x = unit_floats(x)
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"{path}: x holds {int((~np.isfinite(x)).sum())} NaN or infinite values; clean them first")
