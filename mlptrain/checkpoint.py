@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -19,16 +19,20 @@ FORMAT = "mlptrain-checkpoint"
 FORMAT_VERSION = 1
 
 
+def write(f: BinaryIO, state: dict[str, Any]) -> None:
+    """Stream a checkpoint, with the format marker ``load`` checks, into an open binary file."""
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f)
+
+
 def to_bytes(state: dict[str, Any]) -> bytes:
-    """The checkpoint file's bytes, with the format marker ``load`` checks."""
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, buf)
+    write(buf, state)
     return buf.getvalue()
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """Serialize to memory first, then one atomic write: a crash never leaves half a checkpoint."""
-    atomic_write(Path(path), to_bytes(state))
+    """Atomically (temporary file, fsync, rename): a crash never leaves half a checkpoint."""
+    atomic_write(Path(path), lambda f: write(f, state))
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -106,10 +106,17 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, precision
     was_training = model.training
     model.eval()
     device = model_device(model)
+    out: Optional[torch.Tensor] = None
     with autocast(device, precision):
-        parts = [model(x[i : i + batch_size].to(device, non_blocking=True)).float() for i in range(0, len(x), batch_size)]
+        for i in range(0, len(x), batch_size):
+            logits = model(x[i : i + batch_size].to(device, non_blocking=True)).float()
+            if out is None:
+                out = torch.empty((len(x), *logits.shape[1:]), device=device)
+            # into one preallocated tensor: a list of small outputs kept alive between the large
+            # freed activations fragments the heap (+300 MB RSS on 51000 Fashion-MNIST rows)
+            out[i : i + len(logits)] = logits
     model.train(was_training)
-    return torch.cat(parts) if parts else torch.zeros(0, device=device)
+    return out if out is not None else torch.zeros(0, device=device)
 
 
 def unscale(task: Task, values: torch.Tensor) -> torch.Tensor:

@@ -192,7 +192,7 @@ def train(
     )
 
     spec_dict = spec_to_dict(spec)
-    run = Run(run_path, spec.logging.tensorboard, checkpoint.to_bytes)
+    run = Run(run_path, spec.logging.tensorboard, checkpoint.write)
     run.static = {
         "spec": spec_dict,
         "data_state": prepared.state,

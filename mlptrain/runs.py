@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, BinaryIO, Callable, Iterable, Optional, Union
 
 from mlptrain.errors import RunDirError
 
@@ -25,14 +25,21 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers only ever see a whole file."""
+def atomic_write(path: Path, data: Union[bytes, Callable[[BinaryIO], Any]]) -> None:
+    """Write ``data`` to ``path`` so that readers only ever see a whole file.
+
+    ``data`` is the bytes, or a function that writes them into the open file (a checkpoint streams
+    its tensors instead of building a second copy of them in memory first).
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -101,7 +108,7 @@ class BackgroundWriter:
 
     def __init__(self, min_interval: float = 0.0) -> None:
         self.min_interval = min_interval
-        self._pending: dict[Path, Callable[[], bytes]] = {}
+        self._pending: dict[Path, Callable[[BinaryIO], Any]] = {}
         self._written: dict[Path, float] = {}  # path -> monotonic time of its last write
         self._busy = False
         self._flushing = 0
@@ -111,8 +118,8 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._work, name="mlptrain-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, path: Path, payload: Callable[[], bytes]) -> None:
-        """Queue ``payload()`` (called on the worker) to be written atomically to ``path``."""
+    def submit(self, path: Path, payload: Callable[[BinaryIO], Any]) -> None:
+        """Queue ``payload(file)`` (called on the worker with the open temporary file) to become ``path``."""
         with self._cond:
             self._raise()
             self._pending.pop(path, None)  # re-insert: the newest version, written in submission order
@@ -142,7 +149,7 @@ class BackgroundWriter:
                 payload = self._pending.pop(path)
                 self._busy = True
             try:
-                atomic_write(path, payload())
+                atomic_write(path, payload)
             except BaseException as exc:  # reported to the training thread by flush/submit
                 with self._cond:
                     self._error = self._error or exc
@@ -196,10 +203,10 @@ class Run:
     Per-epoch files (metrics.csv, checkpoints) go through a BackgroundWriter; ``close`` waits for them.
     """
 
-    def __init__(self, path: Path, tensorboard: bool, serialize: Callable[[dict[str, Any]], bytes]):
+    def __init__(self, path: Path, tensorboard: bool, write_checkpoint: Callable[[BinaryIO, dict[str, Any]], None]):
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
-        self._serialize = serialize
+        self._write_checkpoint = write_checkpoint
         self._writer = BackgroundWriter(min_interval=1.0)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.writer = None
@@ -217,7 +224,7 @@ class Run:
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(name)
         frozen = {**self.static, **snapshot(state)}
-        self._writer.submit(path, lambda: self._serialize(frozen))
+        self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen))
         return path
 
     def log_epoch(self, epoch: int, values: dict[str, float], seconds: Optional[float] = None) -> None:
@@ -235,12 +242,12 @@ class Run:
             columns += [k for k in r if k not in columns]
         rows = list(self.rows)
 
-        def text() -> bytes:
+        def text(f: BinaryIO) -> None:
             buf = io.StringIO()
             out = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
             out.writeheader()
             out.writerows(rows)
-            return buf.getvalue().encode("utf-8")
+            f.write(buf.getvalue().encode("utf-8"))
 
         self._writer.submit(self.path / "metrics.csv", text)
         if self.writer is not None:

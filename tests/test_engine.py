@@ -195,7 +195,7 @@ def test_no_early_stopping_runs_every_epoch():
 
 def _fit_with_run(tmp_path: Path, restore: bool):
     run_dir = runs.create_run_dir(tmp_path, "es", tmp_path / f"run-{restore}")
-    run = runs.Run(run_dir, False, checkpoint.to_bytes)
+    run = runs.Run(run_dir, False, checkpoint.write)
     model = one_weight_model()
     res = run_fit(model, ES_TRAIN, ES_VAL, lr=0.5, epochs=50, monitor="val/loss", early_stopping=True, patience=3,
                   restore_best_weights=restore, save_best=True, save_last=True, run=run)
@@ -733,11 +733,11 @@ def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_pat
     writer = runs.BackgroundWriter()
     target = tmp_path / "f.txt"
     for i in range(50):
-        writer.submit(target, lambda i=i: f"version {i}".encode())
+        writer.submit(target, lambda f, i=i: f.write(f"version {i}".encode()))
     writer.flush()
     assert target.read_text() == "version 49"
     assert not [p for p in tmp_path.iterdir() if p.name != "f.txt"]  # no temporary files left behind
-    writer.submit(tmp_path / "missing-dir" / "x.txt", lambda: b"x")
+    writer.submit(tmp_path / "missing-dir" / "x.txt", lambda f: f.write(b"x"))
     with pytest.raises(FileNotFoundError):
         writer.flush()
     writer.close()
@@ -745,7 +745,7 @@ def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_pat
 
 def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
     run_dir = runs.create_run_dir(tmp_path, "snap", tmp_path / "snap")
-    run = runs.Run(run_dir, False, checkpoint.to_bytes)
+    run = runs.Run(run_dir, False, checkpoint.write)
     w = torch.zeros(3)
     run.save_checkpoint("last", {"model": {"w": w}, "epoch": 1})
     w += 5  # training goes on before the writer thread gets to the file
@@ -756,13 +756,13 @@ def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
 def test_background_writer_throttles_a_path_but_flush_writes_the_newest(tmp_path):
     writer = runs.BackgroundWriter(min_interval=60.0)
     target = tmp_path / "last.pt"
-    writer.submit(target, lambda: b"epoch 1")
+    writer.submit(target, lambda f: f.write(b"epoch 1"))
     deadline = time.time() + 10
     while not target.exists() and time.time() < deadline:
         time.sleep(0.01)
     assert target.read_bytes() == b"epoch 1"  # the first version goes out at once
-    writer.submit(target, lambda: b"epoch 2")
-    writer.submit(target, lambda: b"epoch 3")
+    writer.submit(target, lambda f: f.write(b"epoch 2"))
+    writer.submit(target, lambda f: f.write(b"epoch 3"))
     time.sleep(0.2)
     assert target.read_bytes() == b"epoch 1"  # within the interval: held back, not written twice
     writer.flush()
