@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 
 from mlptrain.config import DataSpec
-from mlptrain.data.sources import Table
+from mlptrain.data.sources import Table, load_arrays
 from mlptrain.errors import DataError
 
 __all__ = ["IMAGE_SETS", "load_images", "locate", "search_dirs", "download", "read_idx", "read_cifar_batch", "read_image_inputs"]
@@ -411,15 +411,7 @@ def read_image_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_ta
     are taken as 0..255 and divided by 255. Integer labels ``y`` are the set's label numbers, string
     labels its class names.
     """
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable NPZ/NPY file ({exc})") from None
-    arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
-    if "x" not in arrays or (need_target and "y" not in arrays):
-        raise DataError(f"{path}: needs arrays named 'x' and 'y'; found {', '.join(arrays) or 'none'}")
+    arrays = load_arrays(path, need_target)
     c, h, w = (int(v) for v in state["image_shape"])
     x = np.asarray(arrays["x"])
     inner = tuple(x.shape[1:])

@@ -164,20 +164,23 @@ def _numeric(frame, path: Path) -> np.ndarray:
     return x
 
 
-def read_npz(path: Path, need_target: bool = True) -> Table:
-    """NPZ with arrays ``x`` and ``y`` (or NPY holding only ``x``, for predict)."""
+def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:
+    """The arrays of an NPZ (``x``, ``y``) or an NPY (``x`` only), never unpickling anything."""
     if not path.is_file():
         raise DataError(f"{path}: data file not found; check data.path in the config")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable NPZ/NPY file ({exc})") from None
-    if isinstance(loaded, np.ndarray):
-        arrays = {"x": loaded}
-    else:
-        arrays = {k: loaded[k] for k in loaded.files}
+    arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
     if "x" not in arrays or (need_target and "y" not in arrays):
         raise DataError(f"{path}: needs arrays named 'x' and 'y'; found {', '.join(arrays) or 'none'}")
+    return arrays
+
+
+def read_npz(path: Path, need_target: bool = True) -> Table:
+    """NPZ with arrays ``x`` and ``y`` (or NPY holding only ``x``, for predict)."""
+    arrays = load_arrays(path, need_target)
     x = np.asarray(arrays["x"])
     if x.ndim == 1:
         x = x[:, None]
