@@ -150,6 +150,11 @@ def fit(
     progress = make_progress(spec.logging.progress, pipeline.monitor_key(spec.train.early_stopping.monitor))
     try:
         result = pipeline.train(spec, path, spec.train.device, progress, notify=lambda m: err.print(m, markup=False))
+    except BaseException:
+        from mlptrain.runs import remove_if_unused
+
+        remove_if_unused(path)  # failed before writing anything (bad data, no CUDA): leave no empty run behind
+        raise
     finally:
         if hasattr(progress, "close"):
             progress.close()

@@ -97,6 +97,20 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
     return path
 
 
+def remove_if_unused(path: Path) -> bool:
+    """Remove a run directory that holds nothing but its empty checkpoints/ folder; never a file."""
+    path = Path(path)
+    try:
+        entries = list(path.iterdir())
+        if any(e.name != "checkpoints" for e in entries) or any((path / "checkpoints").iterdir()):
+            return False
+        (path / "checkpoints").rmdir()
+        path.rmdir()
+        return True
+    except OSError:
+        return False
+
+
 class BackgroundWriter:
     """Atomic file writes on one worker thread, so serializing and fsync never stall the training loop.
 

@@ -395,3 +395,19 @@ def test_printed_checkpoint_always_holds_the_final_weights(write_config, tmp_pat
                  "--set", "train.checkpoint.save_last=false"]) == 0
     assert json.loads((run_b / "summary.json").read_text())["checkpoint"] is None
     assert "none holds the final weights" in capsys.readouterr().out
+
+
+def test_a_run_that_fails_before_writing_leaves_no_directory(write_config, tmp_path, capsys):
+    cfg = write_config("data: {name: mnist, root: nothing-here}\ntrain: {epochs: 1}\n")
+    run_dir = tmp_path / "r"
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == 3
+    err = capsys.readouterr().err
+    assert "files not found" in err and "Traceback" not in err
+    assert not run_dir.exists()
+    # a directory with anything in it is never removed
+    keep = tmp_path / "keep"
+    (keep / "checkpoints").mkdir(parents=True)
+    (keep / "checkpoints" / "best.pt").write_bytes(b"x")
+    from mlptrain.runs import remove_if_unused
+
+    assert not remove_if_unused(keep) and (keep / "checkpoints" / "best.pt").exists()

@@ -158,8 +158,7 @@ def missing_message(spec: DataSpec, partial: Optional[tuple[Path, list[str]]] = 
     where = []
     for d in search_dirs(spec):
         where.append(f"{d}{'' if d.exists() else ' (missing)'}")
-    if not where:
-        where = ["nowhere: data.root is not set"]
+    places = f"in {', '.join(where)}" if where else "nowhere (data.root is not set)"
     found = f"; {partial[0]} lacks {', '.join(partial[1])}" if partial else ""
     if spec.name == "cifar10":
         layout = "data.root/cifar-10-batches-py/ (the unpacked cifar-10-python.tar.gz)"
@@ -169,7 +168,7 @@ def missing_message(spec: DataSpec, partial: Optional[tuple[Path, list[str]]] = 
     if image_set.package:
         ways = f"install them with `apt-get install -y {image_set.package}` (into {image_set.system_dirs[0]}/) or {ways}"
     return (
-        f"data.name '{spec.name}': {_title(spec)} files not found: looked for {wanted} in {', '.join(where)}{found}; "
+        f"data.name '{spec.name}': {_title(spec)} files not found: looked for {wanted} {places}{found}; "
         f"get them in one of two ways: {ways}; or set data.download: true (with data.root) on a machine with a network"
     )
 
