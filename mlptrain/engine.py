@@ -130,7 +130,11 @@ def evaluate(
     model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, task: Task, batch_size: int, precision: str = "32"
 ) -> dict[str, float]:
     """Loss and every metric of the task on one split (regression metrics in original units)."""
-    logits = predict_logits(model, x, batch_size, precision)
+    return score(predict_logits(model, x, batch_size, precision), y, loss_fn, task)
+
+
+def score(logits: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, task: Task) -> dict[str, float]:
+    """Loss and metrics of logits already computed (eval reuses them for the confusion matrix)."""
     y = y.to(logits.device)
     with torch.inference_mode():
         loss = float(loss_fn(logits, y))

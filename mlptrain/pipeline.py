@@ -19,7 +19,7 @@ import torch
 
 from mlptrain import checkpoint, data as datamod
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
-from mlptrain.engine import Loop, Progress, Task, default_mode, evaluate, fit, predict_logits
+from mlptrain.engine import Loop, Progress, Task, default_mode, evaluate, fit, model_device, predict_logits, score, unscale
 from mlptrain.errors import ConfigError, DataError, DataWarning, MlptrainError
 from mlptrain.losses import build_loss, output_unit
 from mlptrain.metrics import METRICS_BY_TASK, confusion_matrix, predict_classes
@@ -133,7 +133,7 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, sample: torch.Tensor, n
     try:
         compiled = torch.compile(model)
         with torch.no_grad():
-            compiled(sample[:2].to(next(model.parameters()).device))  # compile now, so failures show here
+            compiled(sample[:2].to(model_device(model)))  # compile now, so failures show here
         return compiled
     except Exception as exc:  # no compiler, unsupported platform, ...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
@@ -306,10 +306,10 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     task = built.task
     precision = restored.spec.train.precision  # as in fit, so the printed digits match
-    metrics = evaluate(built.model, built.loss_fn, xt, yt, task, restored.spec.train.eval_batch_size, precision)
+    logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size, precision)  # one forward pass
+    metrics = score(logits, yt, built.loss_fn, task)
     out: dict[str, Any] = {"checkpoint": str(path), "data": source, "rows": len(x), "task": task.name, "metrics": metrics}
     if task.name in ("binary", "multiclass"):
-        logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size, precision)
         cm = confusion_matrix(predict_classes(task.name, logits).reshape(-1), yt.reshape(-1), task.n_classes)
         out["class_names"] = built.prepared.state["class_names"]
         out["confusion_matrix"] = cm.cpu().tolist()
@@ -329,7 +329,7 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
     if id_column and table.ids is not None:
         columns[id_column] = table.ids  # data.id: the first output column, as read
     if task.name == "regression":
-        values = (logits * task.target_std.to(device) + task.target_mean.to(device)) if task.target_mean is not None else logits
+        values = unscale(task, logits)
         for i, name in enumerate(state["target_names"]):
             columns[f"pred_{name}" if name else f"pred_{i}"] = values[:, i].cpu().numpy()
     else:
