@@ -6,7 +6,6 @@ anywhere cannot run code when it is opened.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,12 +21,6 @@ FORMAT_VERSION = 1
 def write(f: BinaryIO, state: dict[str, Any]) -> None:
     """Stream a checkpoint, with the format marker ``load`` checks, into an open binary file."""
     torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **state}, f)
-
-
-def to_bytes(state: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    write(buf, state)
-    return buf.getvalue()
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
