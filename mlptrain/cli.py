@@ -144,10 +144,11 @@ def fit(
     spec = load_spec(config, overrides)
 
     from mlptrain import pipeline
+    from mlptrain.tasks import monitor_key
 
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
-    progress = make_progress(spec.logging.progress, pipeline.monitor_key(spec.train.early_stopping.monitor))
+    progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
     try:
         result = pipeline.train(spec, path, spec.train.device, progress, notify=lambda m: err.print(m, markup=False))
     except BaseException:
@@ -236,9 +237,9 @@ def validate(
     from mlptrain.config import dump_yaml, load_spec, spec_to_dict
 
     spec = load_spec(config, list(set_))
-    from mlptrain import pipeline
+    from mlptrain.summary import describe
 
-    info = pipeline.describe(spec)
+    info = describe(spec)
     out.print("# resolved config")
     out.print(dump_yaml(spec_to_dict(spec)), markup=False)
     rows = info["rows"]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Protocol
 import torch
 from torch import nn
 
-from mlptrain.metrics import compute_metrics, metric_mode, predict_classes
+from mlptrain.metrics import compute_metrics, predict_classes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -327,8 +327,3 @@ def fit(
     if loop.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds)
-
-
-def default_mode(monitor: str, mode: str) -> str:
-    """Resolve Keras' ``mode: auto`` from the metric's name."""
-    return metric_mode(monitor) if mode == "auto" else mode

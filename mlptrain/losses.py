@@ -1,4 +1,4 @@
-"""Task -> output unit and default loss; the loss registry.
+"""The loss registry (which loss fits which task, and the defaults: ``mlptrain.tasks``).
 
 Every loss takes raw logits (the model's linear output) and the targets in the task's layout:
 binary float [N, 1] of 0/1, multiclass long [N] of class indices, multilabel float [N, L] of 0/1,
@@ -15,12 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from mlptrain.config import LossSpec
-from mlptrain.errors import ConfigError
+from mlptrain.tasks import class_weights, loss_name
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-# The notes' table: task -> (output unit, default loss).
-DEFAULT_LOSS = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse", "multilabel": "bce"}
 
 
 def _one_hot(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -43,21 +40,18 @@ def hinge(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.clamp(margin - t * logits, min=0.0).mean()
 
 
-# name -> (constructor(spec) -> loss_fn, tasks it fits)
-LOSSES: dict[str, tuple[Callable[[LossSpec], LossFn], tuple[str, ...]]] = {
-    "cross_entropy": (lambda s: lambda z, y: F.cross_entropy(z, y, label_smoothing=s.label_smoothing), ("multiclass",)),
-    "nll": (lambda s: lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y), ("multiclass",)),
-    "kl_div": (
-        lambda s: lambda z, y: F.kl_div(F.log_softmax(z, dim=-1), _one_hot(z, y, s.label_smoothing), reduction="batchmean"),
-        ("multiclass",),
-    ),
-    "bce": (lambda s: F.binary_cross_entropy_with_logits, ("binary", "multilabel")),
-    "hinge": (lambda s: lambda z, y: hinge(z, y, s.margin), ("binary", "multiclass")),
-    "mse": (lambda s: F.mse_loss, ("regression",)),
-    "mae": (lambda s: F.l1_loss, ("regression",)),
-    "huber": (lambda s: lambda z, y: F.huber_loss(z, y, delta=s.delta), ("regression",)),
-    "smooth_l1": (lambda s: lambda z, y: F.smooth_l1_loss(z, y, beta=s.delta), ("regression",)),
-    "log_cosh": (lambda s: log_cosh, ("regression",)),
+# name -> constructor(spec) -> loss_fn; the tasks each fits: tasks.LOSS_TASKS
+LOSSES: dict[str, Callable[[LossSpec], LossFn]] = {
+    "cross_entropy": lambda s: lambda z, y: F.cross_entropy(z, y, label_smoothing=s.label_smoothing),
+    "nll": lambda s: lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y),
+    "kl_div": lambda s: lambda z, y: F.kl_div(F.log_softmax(z, dim=-1), _one_hot(z, y, s.label_smoothing), reduction="batchmean"),
+    "bce": lambda s: F.binary_cross_entropy_with_logits,
+    "hinge": lambda s: lambda z, y: hinge(z, y, s.margin),
+    "mse": lambda s: F.mse_loss,
+    "mae": lambda s: F.l1_loss,
+    "huber": lambda s: lambda z, y: F.huber_loss(z, y, delta=s.delta),
+    "smooth_l1": lambda s: lambda z, y: F.smooth_l1_loss(z, y, beta=s.delta),
+    "log_cosh": lambda s: log_cosh,
 }
 
 
@@ -68,49 +62,12 @@ def build_loss(
 
     ``class_names`` and ``class_counts`` (rows per class in the training split) serve ``loss.class_weight``.
     """
-    name = spec.name or DEFAULT_LOSS[task]
-    make, tasks = LOSSES[name]
-    if task not in tasks:
-        fits = [n for n, (_, t) in LOSSES.items() if task in t]
-        raise ConfigError(
-            f"loss.name = '{name}' does not fit task '{task}' (it fits {', '.join(tasks)}); "
-            f"use one of: {', '.join(fits)}"
-        )
+    name = loss_name(spec, task)
+    make = LOSSES[name]
     weights = class_weights(spec, name, task, class_names, class_counts)
     if weights is None:
         return name, make(spec)
     return name, weighted_loss(name, torch.tensor(weights, dtype=torch.float32), spec)
-
-
-# Losses that take class weights, and the tasks where they do.
-WEIGHTED = {"cross_entropy": ("multiclass",), "nll": ("multiclass",), "bce": ("binary",)}
-
-
-def class_weights(
-    spec: LossSpec, name: str, task: str, class_names: Optional[Sequence[str]], class_counts: Optional[Sequence[int]]
-) -> Optional[list[float]]:
-    """One weight per class from ``loss.class_weight`` (None when unset)."""
-    cw = spec.class_weight
-    if cw is None:
-        return None
-    if task not in ("binary", "multiclass"):
-        raise ConfigError(f"loss.class_weight applies to classification; task '{task}' has no classes to weight: remove it")
-    if task not in WEIGHTED.get(name, ()):
-        raise ConfigError(
-            f"loss.class_weight applies to cross_entropy, nll and bce (binary), not to loss '{name}' for task '{task}'"
-        )
-    names = [str(n) for n in (class_names or [])]
-    if cw == "balanced":
-        if class_counts is None or len(class_counts) != len(names):
-            raise ConfigError("loss.class_weight 'balanced' needs the class counts of the training split")
-        counts = [int(c) for c in class_counts]
-        n, k = sum(counts), len(names)
-        return [n / (k * max(c, 1)) for c in counts]  # scikit-learn's n_samples / (n_classes * count_c)
-    unknown = [c for c in cw if c not in names]
-    if unknown:
-        listed = ", ".join(repr(c) for c in unknown)
-        raise ConfigError(f"loss.class_weight names unknown classes ({listed}); the classes are: {', '.join(names)}")
-    return [float(cw.get(c, 1.0)) for c in names]
 
 
 def weighted_loss(name: str, weights: torch.Tensor, spec: LossSpec) -> LossFn:

@@ -1,17 +1,8 @@
-"""Metric functions on tensors, per task. Names here are what `monitor` and TensorBoard use."""
+"""Metric functions on tensors, per task (their names per task: ``tasks.METRICS_BY_TASK``)."""
 
 from __future__ import annotations
 
 import torch
-
-METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "binary": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
-    "multiclass": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
-    "multilabel": ("accuracy", "hamming_loss", "precision", "recall", "f1"),
-    "regression": ("mse", "rmse", "mae", "r2"),
-}
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
-
 
 def predict_classes(task: str, logits: torch.Tensor) -> torch.Tensor:
     """Class decisions: argmax for multiclass, logit > 0 (probability > 0.5) for binary/multilabel."""
@@ -62,8 +53,3 @@ def compute_metrics(task: str, logits: torch.Tensor, target: torch.Tensor, n_cla
         acc = tp.sum().double() / cm.sum().clamp(min=1)
         out = {"accuracy": acc, "zero_one_loss": 1 - acc, **_macro(tp, cm.sum(0) - tp, cm.sum(1) - tp)}
     return {k: float(v) for k, v in out.items()}
-
-
-def metric_mode(name: str) -> str:
-    """'max' when higher is better for metric ``name`` (e.g. 'val/accuracy'), else 'min'."""
-    return "max" if name.split("/")[-1] in HIGHER_IS_BETTER else "min"

@@ -19,13 +19,14 @@ import torch
 
 from mlptrain import checkpoint, data as datamod
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
-from mlptrain.engine import Loop, Progress, Task, default_mode, evaluate, fit, model_device, predict_logits, score, unscale
+from mlptrain.engine import Loop, Progress, Task, evaluate, fit, model_device, predict_logits, score, unscale
 from mlptrain.errors import ConfigError, DataError, DataWarning, MlptrainError
 from mlptrain.losses import build_loss, output_unit
-from mlptrain.metrics import METRICS_BY_TASK, confusion_matrix, predict_classes
-from mlptrain.model import build_model, count_parameters, summarize
+from mlptrain.metrics import confusion_matrix, predict_classes
+from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.runs import Run, create_run_dir, flatten
+from mlptrain.tasks import monitors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,28 +62,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def logged_names(task: str, has_val: bool) -> list[str]:
-    """Every metric name a run logs per epoch (what `monitor` may name)."""
-    names = ["train/loss"] + (["train/accuracy"] if task in ("binary", "multiclass") else [])
-    if has_val:
-        names += ["val/loss"] + [f"val/{m}" for m in METRICS_BY_TASK[task]]
-    return names + ["lr"]
-
-
-def monitor_key(name: str) -> str:
-    """Keras spells metrics val_loss; mlptrain logs val/loss. Accept both."""
-    return name.replace("_", "/", 1) if name.startswith(("val_", "train_")) else name
-
-
-def _monitor(name: str, task: str, has_val: bool, key: str) -> str:
-    name = monitor_key(name)
-    valid = logged_names(task, has_val)
-    if name not in valid:
-        hint = " (the data has no validation split: set data.split.val > 0)" if name.startswith("val/") and not has_val else ""
-        raise ConfigError(f"{key} = '{name}' is not a logged metric{hint}; choose one of: {', '.join(valid)}")
-    return name
 
 
 @dataclass
@@ -167,13 +146,9 @@ def train(
     model.to(device)
     has_val = prepared.val is not None
     es = spec.train.early_stopping
-    monitor = _monitor(es.monitor, task.name, has_val, "train.early_stopping.monitor")
-    mode = default_mode(monitor, es.mode)
+    monitor, mode, plateau_monitor, plateau_mode = monitors(spec, task.name, has_val)
     optimizer = build_optimizer(model.parameters(), spec.optimizer, fused=device.type in ("cpu", "cuda"))
     sched = spec.scheduler
-    plateau_monitor = _monitor(sched.monitor, task.name, has_val, "scheduler.monitor") if sched.monitor else monitor
-    # reduce_on_plateau may watch its own metric; better is then read from its name (mode auto)
-    plateau_mode = mode if plateau_monitor == monitor else default_mode(plateau_monitor, "auto")
     per_step = sched.interval == "step" and sched.name != "reduce_on_plateau"
     batch = None if spec.train.batch_size == "full" else int(spec.train.batch_size)
     n_train = len(prepared.train.x)
@@ -365,22 +340,3 @@ def write_table(path: Path, columns: dict[str, Any]) -> None:
         return
     frame = pd.DataFrame(columns)
     atomic_write(path, frame.to_csv(index=False, float_format="%.6g").encode("utf-8"))
-
-
-def describe(spec: Spec) -> dict[str, Any]:
-    """What `validate` shows: the resolved config, the task, and a layer-by-layer model summary."""
-    built = build(spec)
-    p = built.prepared
-    rows = summarize(built.model, p.in_features)
-    return {
-        "task": p.task,
-        "loss": built.loss_name,
-        "in_features": p.in_features,
-        "out_features": p.out_features,
-        "rows": {k: (0 if getattr(p, k) is None else len(getattr(p, k).x)) for k in ("train", "val", "test")},
-        "layers": rows,
-        "parameters": count_parameters(built.model),
-        "metrics": logged_names(p.task, p.val is not None),
-        "monitor": _monitor(spec.train.early_stopping.monitor, p.task, p.val is not None, "train.early_stopping.monitor"),
-        "columns": p.columns,  # csv/parquet: [{column, role, dtype, kind, missing}]; None for other data
-    }

@@ -1,13 +1,19 @@
-"""The layer table `mlptrain validate` prints, computed from the spec without importing torch.
+"""What `mlptrain validate` shows, computed from the spec and its data without importing torch.
 
 ``validate`` must answer at once, and importing torch alone takes seconds, so the layers, shapes
 and parameter counts are derived here from the same rules ``model.build_model`` follows; a test
-builds the real model for many specs and checks both agree row by row.
+builds the real model for many specs and checks both agree row by row. The data goes through
+the same ``data.prepare`` as ``fit`` (image sets without their pixels), and the loss and monitors
+through the same checks (``mlptrain.tasks``).
 """
 
 from __future__ import annotations
 
-from mlptrain.config import ActivationSpec, ModelSpec
+from math import prod
+from typing import Any
+
+from mlptrain import tasks
+from mlptrain.config import ActivationSpec, ModelSpec, Spec
 
 # What ``model.ACTIVATIONS`` builds, as ``model.describe_layer`` prints it.
 _ACTIVATION_TEXT = {
@@ -67,3 +73,29 @@ def layer_table(spec: ModelSpec, in_features: int, out_features: int) -> list[di
 def count(rows: list[dict[str, object]]) -> int:
     """Learnable parameters of a layer table."""
     return sum(int(r["params"]) for r in rows)  # type: ignore[call-overload]
+
+
+def describe(spec: Spec) -> dict[str, Any]:
+    """The task, loss, split sizes, columns, layer table and monitored metric of a spec; errors as fit would raise them."""
+    from mlptrain import data
+
+    p = data.prepare(spec.data, spec.task, pixels=False)
+    st = p.state
+    loss = tasks.loss_name(spec.loss, p.task)
+    tasks.class_weights(spec.loss, loss, p.task, st.get("class_names"), st.get("class_counts"))
+    has_val = p.val is not None
+    monitor = tasks.monitors(spec, p.task, has_val)[0]
+    in_features = prod(st["image_shape"]) if "image_shape" in st else p.in_features  # images: read without pixels
+    layers = layer_table(spec.model, in_features, p.out_features)
+    return {
+        "task": p.task,
+        "loss": loss,
+        "in_features": in_features,
+        "out_features": p.out_features,
+        "rows": {k: (0 if getattr(p, k) is None else len(getattr(p, k).y)) for k in ("train", "val", "test")},
+        "layers": layers,
+        "parameters": count(layers),
+        "metrics": tasks.logged_names(p.task, has_val),
+        "monitor": monitor,
+        "columns": p.columns,  # csv/parquet: [{column, role, dtype, kind, missing}]; None for other data
+    }

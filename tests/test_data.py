@@ -10,6 +10,7 @@ import pytest
 
 from mlptrain import data
 from mlptrain.config import DataSpec, validate_dict
+from mlptrain.data import sources
 from mlptrain.data.sources import synthetic
 from mlptrain.errors import ConfigError, DataError
 
@@ -692,3 +693,31 @@ def test_stratified_split_holds_out_exactly_and_keeps_every_class(n, held, count
     assert set(strata[kept].tolist()) == set(range(len(counts)))  # every class keeps a training row
     share = np.bincount(strata[out], minlength=len(counts)) / held
     assert np.abs(share - np.asarray(counts) / n).max() <= 1.0 / held + 1e-9 or min(counts) == 2
+
+
+@pytest.mark.parametrize("name", ["digits", "iris", "wine", "breast_cancer", "diabetes"])
+def test_bundled_sets_read_without_sklearn_equal_sklearns_own_loaders(name):
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    table = sources.bundled(name)
+    np.testing.assert_array_equal(table.x, bunch.data.astype(np.float32))
+    assert table.feature_names == [str(f) for f in bunch.feature_names]
+    if name == "diabetes":
+        np.testing.assert_array_equal(table.y, bunch.target)
+    else:
+        assert table.class_names == [str(c) for c in bunch.target_names]
+        assert list(table.y) == [str(bunch.target_names[i]) for i in bunch.target]
+
+
+@pytest.mark.parametrize("name", ["moons", "circles"])
+def test_moons_and_circles_have_their_shapes(name):
+    table = sources.synthetic(DataSpec(name=name, n_samples=400, noise=0.0, seed=1))
+    x, y = table.x.astype(np.float64), table.y
+    assert np.bincount(y).tolist() == [200, 200]
+    if name == "circles":  # outer radius 1, inner 0.5
+        np.testing.assert_allclose(np.hypot(x[:, 0], x[:, 1]), np.where(y == 0, 1.0, 0.5), atol=1e-6)
+    else:  # upper half circle around (0, 0), lower one around (1, 0.5)
+        centre = np.where(y[:, None] == 0, [0.0, 0.0], [1.0, 0.5])
+        np.testing.assert_allclose(np.hypot(*(x - centre).T), 1.0, atol=1e-6)
+        assert (x[y == 0, 1] >= -1e-6).all() and (x[y == 1, 1] <= 0.5 + 1e-6).all()

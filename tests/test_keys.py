@@ -33,6 +33,7 @@ from mlptrain.config import Spec, validate_dict
 from mlptrain.errors import MlptrainError
 from mlptrain.model import count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
+from mlptrain.tasks import monitor_key
 
 # ------------------------------------------------------------------------------------------------
 # The keys.
@@ -339,7 +340,7 @@ def observe_plateau(spec: Spec, work: Path) -> dict[str, Any]:
 
 def observe_progress(spec: Spec, work: Path) -> dict[str, Any]:
     """What `mlptrain fit` prints while training, through the CLI's own progress factory."""
-    progress = cli.make_progress(spec.logging.progress, pipeline.monitor_key(spec.train.early_stopping.monitor))
+    progress = cli.make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         try:

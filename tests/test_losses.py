@@ -11,7 +11,8 @@ import torch
 from mlptrain import config
 from mlptrain.config import LossSpec
 from mlptrain.errors import ConfigError
-from mlptrain.losses import DEFAULT_LOSS, LOSSES, build_loss, output_unit
+from mlptrain.losses import LOSSES, build_loss, output_unit
+from mlptrain.tasks import DEFAULT_LOSS, LOSS_TASKS
 
 TASKS = ("binary", "multiclass", "regression", "multilabel")
 
@@ -98,7 +99,7 @@ CASES = [
 
 
 def test_loss_registry_matches_config_names():
-    assert set(LOSSES) == set(get_args(config.LossName))
+    assert set(LOSSES) == set(get_args(config.LossName)) == set(LOSS_TASKS)
     assert len(LOSSES) == len(get_args(config.LossName))
 
 
@@ -118,7 +119,7 @@ def test_loss_matches_formula(name, kw, task, formula):
 
 @pytest.mark.parametrize("name", sorted(get_args(config.LossName)))
 def test_every_loss_builds_for_each_task_it_fits_and_gives_gradient(name):
-    _, tasks = LOSSES[name]
+    tasks = LOSS_TASKS[name]
     assert tasks and set(tasks) <= set(TASKS)
     for task in tasks:
         _, fn = build_loss(LossSpec(name=name), task)
@@ -186,7 +187,7 @@ def test_huber_by_hand():
     assert fn(z, y).item() == pytest.approx((0.5 * 0.25 + (3.0 - 0.5)) / 2)
 
 
-FITS = {name: tasks for name, (_, tasks) in LOSSES.items()}
+FITS = LOSS_TASKS
 MISFITS = [(name, task) for name in sorted(LOSSES) for task in TASKS if task not in FITS[name]]
 
 

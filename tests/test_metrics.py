@@ -7,14 +7,8 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from mlptrain.metrics import (
-    HIGHER_IS_BETTER,
-    METRICS_BY_TASK,
-    compute_metrics,
-    confusion_matrix,
-    metric_mode,
-    predict_classes,
-)
+from mlptrain.metrics import compute_metrics, confusion_matrix, predict_classes
+from mlptrain.tasks import HIGHER_IS_BETTER, METRICS_BY_TASK, metric_mode
 
 
 def _binary(seed: int, n: int = 200):

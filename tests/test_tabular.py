@@ -18,6 +18,7 @@ from mlptrain.config import DataSpec, LossSpec, validate_dict
 from mlptrain.data import tabular
 from mlptrain.errors import ConfigError, DataError, DataWarning
 from mlptrain.losses import build_loss
+from mlptrain.summary import describe
 
 NO_SPLIT = {"val": 0.0, "test": 0.0}
 HINT = "set data.missing to drop, impute_mean, impute_median or impute_constant"
@@ -124,7 +125,7 @@ def test_validate_shows_dtypes_kinds_and_missing_counts(tmp_path, write_config, 
     assert cells["color"][0] == "feature" and cells["color"][2:] == ["categorical", "2"]
     assert cells["member"][0] == "feature" and cells["member"][2:] == ["bool", "1"]
     assert cells["id"][0] == "id" and cells["label"][0] == "target"
-    info = pipeline.describe(validate_dict({"data": {"name": "csv", "path": str(tmp_path / "shop.csv"), "target": "label",
+    info = describe(validate_dict({"data": {"name": "csv", "path": str(tmp_path / "shop.csv"), "target": "label",
                                                       "missing": "drop"}}))
     assert {c["column"]: c["kind"] for c in info["columns"]}["id"] == "categorical"  # without data.id, text is a feature
 

@@ -47,15 +47,15 @@ class Prepared:
         return int(self.state["out_features"])
 
 
-def _load(spec: DataSpec, path: Optional[Path], need_target: bool = True) -> Table:
+def _load(spec: DataSpec, path: Optional[Path], pixels: bool = True) -> Table:
     if spec.name in SYNTHETIC_NAMES:
         return synthetic(spec)
     if spec.name in SKLEARN_NAMES:
         return bundled(spec.name)
     if spec.name in IMAGE_SETS:
-        return load_images(spec)  # the official training set; extra["test"]: the official test set
+        return load_images(spec, pixels)  # the official training set; extra["test"]: the official test set
     assert path is not None
-    return read_file(spec.name, path, spec, need_target)
+    return read_file(spec.name, path, spec)
 
 
 def infer_task(table: Table) -> str:
@@ -187,10 +187,12 @@ def apply_scaler(x: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
 
 
 def prepare(
-    spec: DataSpec, task: str = "auto", state: Optional[dict[str, Any]] = None
+    spec: DataSpec, task: str = "auto", state: Optional[dict[str, Any]] = None, pixels: bool = True
 ) -> Prepared:
     """Load, split, then fit the preprocessing on the training split; with ``state`` (from a checkpoint) reuse it.
 
+    ``pixels=False`` (`validate`) leaves out the pixels of image sets: the splits keep their rows and
+    labels but no feature columns, and ``state["image_shape"]`` tells the input width.
     csv/parquet features stay raw columns until after the split, so the categorical vocabularies, the
     fill values of empty cells and the scaler all come from the training rows only.
     """
@@ -198,7 +200,7 @@ def prepare(
         k: Path(v) if v else None for k, v in
         (("path", spec.path), ("train", spec.train_path), ("val", spec.val_path), ("test", spec.test_path))
     }
-    main = _load(spec, files["path"] or files["train"])
+    main = _load(spec, files["path"] or files["train"], pixels)
     source = str(files["path"] or files["train"] or spec.name)
     fresh = state is None
     tabular = main.frame is not None

@@ -191,6 +191,22 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc}); delete it and get it again") from None
 
 
+def read_idx_dims(path: Path) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header, reading only the header (for `validate`: no pixels)."""
+    try:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path) if gzipped else open(path, "rb")) as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = f.read(4 * ndim)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); delete it and get it again") from None
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or len(dims) < 4 * ndim:
+        raise DataError(f"{path}: not an IDX file (magic number {head.hex() or 'missing'}); delete it and get it again")
+    return struct.unpack(f">{ndim}I", dims)
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file of unsigned bytes with ``ndim`` dimensions (3: images, 1: labels), checked against its header."""
     data = _read_bytes(path)
@@ -291,8 +307,12 @@ def _labelled(x: np.ndarray, labels: np.ndarray, names: list[str], first: int, s
     return Table(rows, y, features, ["label"], "multiclass", list(names), {"image_shape": list(shape)})
 
 
-def load_images(spec: DataSpec) -> Table:
-    """The official training set as a Table; ``extra`` holds the official test set and the image shape."""
+def load_images(spec: DataSpec, pixels: bool = True) -> Table:
+    """The official training set as a Table; ``extra`` holds the official test set and the image shape.
+
+    ``pixels=False`` (for `validate`) reads the labels and the image files' headers only: the rows
+    then have no columns, and ``extra["image_shape"]`` says what they would hold.
+    """
     try:
         files = locate(spec)
     except DataError:
@@ -310,14 +330,15 @@ def load_images(spec: DataSpec) -> Table:
         shape = [3, 32, 32]
         train_src, test_src = str(files["train_1"].parent), str(files["test"])
     else:
-        train_x, train_y = read_idx(files["train_images"], 3), read_idx(files["train_labels"], 1)
-        test_x, test_y = read_idx(files["test_images"], 3), read_idx(files["test_labels"], 1)
-        for (pixels, labels), (a, b) in (
+        read = read_idx if pixels else lambda path, ndim: np.broadcast_to(np.uint8(0), read_idx_dims(path))  # no pixels read
+        train_x, train_y = read(files["train_images"], 3), read_idx(files["train_labels"], 1)
+        test_x, test_y = read(files["test_images"], 3), read_idx(files["test_labels"], 1)
+        for (images, labels), (a, b) in (
             ((train_x, train_y), (files["train_images"], files["train_labels"])),
             ((test_x, test_y), (files["test_images"], files["test_labels"])),
         ):
-            if len(pixels) != len(labels):
-                raise DataError(f"{a} holds {len(pixels)} images but {b} holds {len(labels)} labels; one of them is damaged")
+            if len(images) != len(labels):
+                raise DataError(f"{a} holds {len(images)} images but {b} holds {len(labels)} labels; one of them is damaged")
         if train_x.shape[1:] != test_x.shape[1:]:
             raise DataError(
                 f"{files['test_images']}: images are {test_x.shape[1]}x{test_x.shape[2]}, "
@@ -329,6 +350,8 @@ def load_images(spec: DataSpec) -> Table:
         train_src, test_src = str(files["train_labels"]), str(files["test_labels"])
     if len(train_x) == 0 or len(test_x) == 0:
         raise DataError(f"{train_src if len(train_x) == 0 else test_src}: holds no images")
+    if not pixels:  # rows without columns: prepare splits and counts them without touching pixels
+        train_x, test_x = train_x.reshape(len(train_x), -1)[:, :0], test_x.reshape(len(test_x), -1)[:, :0]
     train = _labelled(train_x, train_y, names, first, train_src, shape)
     test = _labelled(test_x, test_y, names, first, test_src, shape)
     train.extra["test"] = test

@@ -55,57 +55,105 @@ def _spirals(n: int, noise: float, k: int, rng: np.random.Generator) -> tuple[np
     return x + noise * rng.standard_normal((n, 2)), y
 
 
-def synthetic(spec: DataSpec) -> Table:
-    """Generated 2-D classification sets and the noisy sine regression."""
-    from sklearn import datasets
+def _moons(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaving half circles (the shape of scikit-learn's make_moons)."""
+    n_out = n // 2
+    t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n - n_out)
+    x = np.concatenate([np.stack([np.cos(t_out), np.sin(t_out)], 1), np.stack([1 - np.cos(t_in), 0.5 - np.sin(t_in)], 1)])
+    return x, np.repeat([0, 1], [n_out, n - n_out])
 
-    n, noise, seed = spec.n_samples, spec.noise, spec.seed
-    rng = np.random.default_rng(seed)
+
+def _circles(n: int, rng: np.random.Generator, factor: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """A circle inside another, ``factor`` times its radius (the shape of scikit-learn's make_circles)."""
+    n_out = n // 2
+    t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
+    t_in = np.linspace(0, 2 * np.pi, n - n_out, endpoint=False)
+    x = np.concatenate([np.stack([np.cos(t_out), np.sin(t_out)], 1), factor * np.stack([np.cos(t_in), np.sin(t_in)], 1)])
+    return x, np.repeat([0, 1], [n_out, n - n_out])
+
+
+def _blobs(n: int, k: int, d: int, std: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k Gaussian clusters with centres drawn in [-10, 10]^d (as scikit-learn's make_blobs)."""
+    centers = rng.uniform(-10.0, 10.0, size=(k, d))
+    y = np.arange(n) % k
+    return centers[y] + std * rng.standard_normal((n, d)), y
+
+
+def synthetic(spec: DataSpec) -> Table:
+    """Generated 2-D classification sets and the noisy sine regression, from a seeded numpy generator.
+
+    Written with numpy rather than sklearn.datasets: importing scikit-learn takes about a second,
+    and `mlptrain validate` answers in well under one.
+    """
+    n, noise = spec.n_samples, spec.noise
+    rng = np.random.default_rng(spec.seed)
+    task, classes = ("binary", ["0", "1"]) if spec.name in ("xor", "moons", "circles") else ("multiclass", None)
     if spec.name == "xor":
         x, y = _xor(n, noise, rng)
-        task, classes = "binary", ["0", "1"]
-    elif spec.name == "moons":
-        x, y = datasets.make_moons(n, noise=noise, random_state=seed)
-        task, classes = "binary", ["0", "1"]
-    elif spec.name == "circles":
-        x, y = datasets.make_circles(n, noise=noise, factor=0.5, random_state=seed)
-        task, classes = "binary", ["0", "1"]
+    elif spec.name in ("moons", "circles"):
+        x, y = _moons(n, rng) if spec.name == "moons" else _circles(n, rng)
+        order = rng.permutation(n)
+        x, y = x[order] + noise * rng.standard_normal((n, 2)), y[order]
     elif spec.name == "spirals":
         x, y = _spirals(n, noise, spec.n_classes, rng)
-        task, classes = "multiclass", [str(i) for i in range(spec.n_classes)]
     elif spec.name == "blobs":
-        x, y = datasets.make_blobs(
-            n, n_features=spec.n_features, centers=spec.n_classes, cluster_std=max(noise, 1e-6) * 10, random_state=seed
-        )
-        task, classes = "multiclass", [str(i) for i in range(spec.n_classes)]
+        x, y = _blobs(n, spec.n_classes, spec.n_features, max(noise, 1e-6) * 10, rng)
     else:  # sine
         x = rng.uniform(-np.pi, np.pi, size=(n, 1))
         y = np.sin(x[:, 0]) + noise * rng.standard_normal(n)
-        task, classes = "regression", None
+        task = "regression"
+    if task == "multiclass":
+        classes = [str(i) for i in range(spec.n_classes)]
     names = [f"x{i}" for i in range(x.shape[1])]
     return Table(x.astype(np.float32), np.asarray(y), names, ["y"], task, classes)
 
 
-def bundled(name: str) -> Table:
-    """scikit-learn's bundled real data sets (shipped inside the package, no download)."""
-    from sklearn import datasets
+_CANCER = ["radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity", "concave points",
+           "symmetry", "fractal dimension"]
+# scikit-learn's bundled sets: file in sklearn/datasets/data, feature names (class names follow the header)
+BUNDLED: dict[str, tuple[str, list[str]]] = {
+    "iris": ("iris.csv", ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]),
+    "wine": ("wine_data.csv", [
+        "alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols", "flavanoids",
+        "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue", "od280/od315_of_diluted_wines", "proline",
+    ]),
+    "breast_cancer": ("breast_cancer.csv", [f"mean {f}" for f in _CANCER] + [f"{f} error" for f in _CANCER]
+                      + [f"worst {f}" for f in _CANCER]),
+    "digits": ("digits.csv.gz", [f"pixel_{r}_{c}" for r in range(8) for c in range(8)]),
+    "diabetes": ("diabetes_data_raw.csv.gz", ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]),
+}
 
-    loader = {
-        "digits": datasets.load_digits,
-        "iris": datasets.load_iris,
-        "wine": datasets.load_wine,
-        "breast_cancer": datasets.load_breast_cancer,
-        "diabetes": datasets.load_diabetes,
-    }[name]
-    bunch = loader()
-    names = [str(f) for f in getattr(bunch, "feature_names", [f"x{i}" for i in range(bunch.data.shape[1])])]
-    if name == "diabetes":
-        return Table(bunch.data.astype(np.float32), bunch.target, names, ["target"], "regression", None)
-    classes = [str(c) for c in bunch.target_names]
+
+def _sklearn_data_dir() -> Path:
+    """Where scikit-learn keeps its bundled files, found without importing it (about a second)."""
+    import importlib.util
+
+    found = importlib.util.find_spec("sklearn")
+    if found is None or not found.submodule_search_locations:
+        raise DataError("the built-in data sets come with scikit-learn, which is not installed: pip install scikit-learn")
+    return Path(list(found.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def bundled(name: str) -> Table:
+    """scikit-learn's bundled real data sets (shipped inside the package, no download), read as
+    scikit-learn's own loaders read them (a test checks they agree) but without importing it."""
+    filename, features = BUNDLED[name]
+    path = _sklearn_data_dir() / filename
+    if name == "diabetes":  # load_diabetes(scaled=True): centred, then divided by std * sqrt(n)
+        x = np.loadtxt(path)
+        x = (x - x.mean(axis=0)) / x.std(axis=0) / np.sqrt(len(x))
+        y = np.loadtxt(path.with_name("diabetes_target.csv.gz"))
+        return Table(x.astype(np.float32), y, features, ["target"], "regression", None)
+    if name == "digits":
+        rows, classes = np.loadtxt(path, delimiter=","), [str(i) for i in range(10)]
+    else:
+        with open(path) as f:
+            classes = f.readline().strip().split(",")[2:]  # header: rows, features, class names...
+            rows = np.loadtxt(f, delimiter=",")
     task = "binary" if len(classes) == 2 else "multiclass"
     # Labels as class names (malignant/benign), like a CSV's: predict writes names, not indices.
-    labels = np.asarray(classes, dtype=object)[bunch.target]
-    return Table(bunch.data.astype(np.float32), labels, names, ["target"], task, classes)
+    labels = np.asarray(classes, dtype=object)[rows[:, -1].astype(np.int64)]
+    return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes)
 
 
 def read_csv(path: Path, target: Union[str, list[str], None], features: Optional[list[str]], need_target: bool = True) -> Table:

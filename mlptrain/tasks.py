@@ -1,0 +1,123 @@
+"""What a task implies, as plain tables: its default loss, the losses that fit it, the metrics it logs.
+
+Kept free of torch so that ``mlptrain validate`` can check a spec against its data in a blink;
+``losses``, ``metrics`` and ``pipeline`` build the tensors from these same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from mlptrain.config import LossSpec, Spec
+from mlptrain.errors import ConfigError
+
+# The notes' table: task -> default loss (the output unit follows from the task: sigmoid, softmax, linear).
+DEFAULT_LOSS = {"binary": "bce", "multiclass": "cross_entropy", "regression": "mse", "multilabel": "bce"}
+
+# loss -> the tasks it fits (losses.LOSSES builds each one)
+LOSS_TASKS: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("multiclass",),
+    "nll": ("multiclass",),
+    "kl_div": ("multiclass",),
+    "bce": ("binary", "multilabel"),
+    "hinge": ("binary", "multiclass"),
+    "mse": ("regression",),
+    "mae": ("regression",),
+    "huber": ("regression",),
+    "smooth_l1": ("regression",),
+    "log_cosh": ("regression",),
+}
+
+# Losses that take class weights, and the tasks where they do.
+WEIGHTED = {"cross_entropy": ("multiclass",), "nll": ("multiclass",), "bce": ("binary",)}
+
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
+    "multiclass": ("accuracy", "zero_one_loss", "precision", "recall", "f1"),
+    "multilabel": ("accuracy", "hamming_loss", "precision", "recall", "f1"),
+    "regression": ("mse", "rmse", "mae", "r2"),
+}
+HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
+
+
+def loss_name(spec: LossSpec, task: str) -> str:
+    """The configured loss (or the task's default), refusing one that does not fit the task."""
+    name = spec.name or DEFAULT_LOSS[task]
+    tasks = LOSS_TASKS[name]
+    if task not in tasks:
+        fits = [n for n, t in LOSS_TASKS.items() if task in t]
+        raise ConfigError(
+            f"loss.name = '{name}' does not fit task '{task}' (it fits {', '.join(tasks)}); "
+            f"use one of: {', '.join(fits)}"
+        )
+    return name
+
+
+def class_weights(
+    spec: LossSpec, name: str, task: str, class_names: Optional[Sequence[str]], class_counts: Optional[Sequence[int]]
+) -> Optional[list[float]]:
+    """One weight per class from ``loss.class_weight`` (None when unset)."""
+    cw = spec.class_weight
+    if cw is None:
+        return None
+    if task not in ("binary", "multiclass"):
+        raise ConfigError(f"loss.class_weight applies to classification; task '{task}' has no classes to weight: remove it")
+    if task not in WEIGHTED.get(name, ()):
+        raise ConfigError(
+            f"loss.class_weight applies to cross_entropy, nll and bce (binary), not to loss '{name}' for task '{task}'"
+        )
+    names = [str(n) for n in (class_names or [])]
+    if cw == "balanced":
+        if class_counts is None or len(class_counts) != len(names):
+            raise ConfigError("loss.class_weight 'balanced' needs the class counts of the training split")
+        counts = [int(c) for c in class_counts]
+        n, k = sum(counts), len(names)
+        return [n / (k * max(c, 1)) for c in counts]  # scikit-learn's n_samples / (n_classes * count_c)
+    unknown = [c for c in cw if c not in names]
+    if unknown:
+        listed = ", ".join(repr(c) for c in unknown)
+        raise ConfigError(f"loss.class_weight names unknown classes ({listed}); the classes are: {', '.join(names)}")
+    return [float(cw.get(c, 1.0)) for c in names]
+
+
+def logged_names(task: str, has_val: bool) -> list[str]:
+    """Every metric name a run logs per epoch (what `monitor` may name)."""
+    names = ["train/loss"] + (["train/accuracy"] if task in ("binary", "multiclass") else [])
+    if has_val:
+        names += ["val/loss"] + [f"val/{m}" for m in METRICS_BY_TASK[task]]
+    return names + ["lr"]
+
+
+def monitor_key(name: str) -> str:
+    """Keras spells metrics val_loss; mlptrain logs val/loss. Accept both."""
+    return name.replace("_", "/", 1) if name.startswith(("val_", "train_")) else name
+
+
+def metric_mode(name: str) -> str:
+    """'max' when higher is better for metric ``name`` (e.g. 'val/accuracy'), else 'min'."""
+    return "max" if name.split("/")[-1] in HIGHER_IS_BETTER else "min"
+
+
+def _monitor(name: str, task: str, has_val: bool, key: str) -> str:
+    name = monitor_key(name)
+    valid = logged_names(task, has_val)
+    if name not in valid:
+        hint = " (the data has no validation split: set data.split.val > 0)" if name.startswith("val/") and not has_val else ""
+        raise ConfigError(f"{key} = '{name}' is not a logged metric{hint}; choose one of: {', '.join(valid)}")
+    return name
+
+
+def monitors(spec: Spec, task: str, has_val: bool) -> tuple[str, str, str, str]:
+    """(monitor, mode, plateau monitor, plateau mode): what early stopping and reduce_on_plateau watch.
+
+    reduce_on_plateau may watch its own metric (``scheduler.monitor``); its direction is then read
+    from that metric's name.
+    """
+    es = spec.train.early_stopping
+    monitor = _monitor(es.monitor, task, has_val, "train.early_stopping.monitor")
+    mode = metric_mode(monitor) if es.mode == "auto" else es.mode
+    sched = spec.scheduler
+    if not sched.monitor:
+        return monitor, mode, monitor, mode
+    plateau = _monitor(sched.monitor, task, has_val, "scheduler.monitor")
+    return monitor, mode, plateau, mode if plateau == monitor else metric_mode(plateau)
