@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, Sequence, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,6 +181,33 @@ class DataSpec(Section):
         if self.download and not self.root:
             raise ValueError("data.download: true needs data.root: the directory to download into")
         return self
+
+
+class AugmentSpec(Section):
+    """Dataset augmentation: random changes to each training batch, drawn anew every step (never at eval)."""
+
+    hflip: bool = Field(False, description="Images: mirror left-right, each image with probability 0.5.")
+    shift: int = Field(
+        0, ge=0, description="Images: random translation by up to this many pixels each way (the border fills with black)."
+    )
+    noise: float = Field(
+        0.0, ge=0.0, description="Gaussian noise of this standard deviation added to the training inputs (after scaling)."
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.hflip or self.shift > 0 or self.noise > 0
+
+    def check_data(self, image_shape: Optional[Sequence[int]], data_name: str) -> None:
+        """Flips and shifts move pixels: refuse them on data without an image shape (fit and validate)."""
+        if image_shape is not None:
+            return
+        for key, on in (("hflip", self.hflip), ("shift", self.shift > 0)):
+            if on:
+                raise ConfigError(
+                    f"augment.{key} moves pixels, so it needs image data ({', '.join(IMAGE_NAMES)}); data "
+                    f"'{data_name}' has no image shape: remove augment.{key} (augment.noise works on any data)"
+                )
 
 
 class ActivationSpec(NamedSection):
@@ -417,6 +444,7 @@ class Spec(Section):
 
     name: Optional[str] = Field(None, description="Run name (runs/<name>/...); default the config file's stem.")
     data: DataSpec = Field(..., description="Data source, split and scaling.")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Random changes to training batches.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Network architecture.")
     task: TaskName = Field(
         "auto",

@@ -75,6 +75,7 @@ class Loop:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     device: Optional[torch.device] = None  # where to train; default where the data is
     host_batches: bool = False  # data stays where it is (pinned host memory); each batch is copied to ``device``
+    augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # random changes to each training batch
 
 
 @dataclass
@@ -242,6 +243,8 @@ def fit(
         for b in range(steps_per_epoch):
             idx = order[b * bs : (b + 1) * bs]
             xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
+            if loop.augment is not None:
+                xb = loop.augment(xb)
             with autocast(device, loop.precision):
                 logits = forward(xb)
                 loss = loss_fn(logits.float(), yb)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from mlptrain import checkpoint, data as datamod
+from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import Loop, Progress, Task, evaluate, fit, model_device, predict_logits, score, unscale
 from mlptrain.errors import ConfigError, DataError, DataWarning, MlptrainError
@@ -81,6 +81,7 @@ def build(spec: Spec, state: Optional[dict[str, Any]] = None) -> Built:
     prepared = datamod.prepare(spec.data, spec.task, state)
     task = prepared.task
     st = prepared.state
+    spec.augment.check_data(st.get("image_shape"), spec.data.name)
     loss_name, loss_fn = build_loss(spec.loss, task, st.get("class_names"), st.get("class_counts"))
     seed_everything(spec.train.seed)
     model = build_model(spec.model, prepared.in_features, prepared.out_features)
@@ -164,6 +165,7 @@ def train(
         save_best=spec.train.checkpoint.save_best, save_last=spec.train.checkpoint.save_last,
         step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, precision=spec.train.precision, device=device,
+        augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device, spec.train.seed),
     )
 
     spec_dict = spec_to_dict(spec)

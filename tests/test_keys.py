@@ -439,6 +439,10 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "data.root": C("@img_a", "@img_b", D, "train_x", data__name="mnist"),
     "data.download": C(False, True, observe_download, "outcome", data__name="mnist", data__root="@nowhere"),
     "data.subset": C("balanced", "digits", D, ("out_features", "train_x"), data__name="emnist", data__root="@emnist"),
+    # augment ------------------------------------------------------------------------------------
+    "augment.hflip": C(False, True, F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.shift": C(0, 2, F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.noise": C(0.0, 0.5, F, "metrics"),
     # model --------------------------------------------------------------------------------------
     "model.hidden": C([4], [4, 3], M, ("structure", "parameters")),
     "model.activation.name": C("relu", "tanh", M, "eval_output"),
