@@ -221,7 +221,9 @@ class Run:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
         self._write_checkpoint = write_checkpoint
-        self._writer = BackgroundWriter(min_interval=1.0)
+        self.checkpoint_interval = 1.0  # seconds between two copies of a checkpoint the loop asks for
+        self._writer = BackgroundWriter(min_interval=self.checkpoint_interval)
+        self._submitted: dict[str, float] = {}  # checkpoint name -> monotonic time of its last submission
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.writer = None
         if tensorboard:
@@ -235,8 +237,13 @@ class Run:
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
+    def checkpoint_due(self, name: str) -> bool:
+        """Whether checkpoint ``name`` was last submitted at least ``checkpoint_interval`` seconds ago."""
+        return time.monotonic() - self._submitted.get(name, -math.inf) >= self.checkpoint_interval
+
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(name)
+        self._submitted[name] = time.monotonic()
         frozen = {**self.static, **snapshot(state)}
         self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen))
         return path

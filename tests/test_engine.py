@@ -768,3 +768,19 @@ def test_background_writer_throttles_a_path_but_flush_writes_the_newest(tmp_path
     writer.flush()
     assert target.read_bytes() == b"epoch 3"  # flush (end of run, interrupt) writes the newest
     writer.close()
+
+
+@pytest.mark.parametrize("interval", [0.0, 3600.0])
+def test_last_pt_is_copied_once_per_interval_and_always_after_the_final_epoch(tmp_path, interval):
+    run_dir = runs.create_run_dir(tmp_path, "interval", tmp_path / "run")
+    run = runs.Run(run_dir, False, checkpoint.write)
+    run.checkpoint_interval = interval
+    saved: list[tuple[str, int]] = []
+    original = run.save_checkpoint
+    run.save_checkpoint = lambda name, state: (saved.append((name, state["epoch"])), original(name, state))[1]
+    res = run_fit(one_weight_model(), ES_TRAIN, ES_VAL, lr=0.5, epochs=12, early_stopping=False, save_best=False,
+                  save_last=True, run=run)
+    run.close()
+    lasts = [epoch for name, epoch in saved if name == "last"]
+    assert lasts == (list(range(1, 13)) if interval == 0 else [1, 12])  # first epoch, then the final one
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == res.epochs_run == 12
