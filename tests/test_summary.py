@@ -14,11 +14,11 @@ import pytest
 from mlptrain import data as datamod
 from mlptrain import pipeline
 from mlptrain.config import ActivationName, ModelSpec, Spec, validate_dict
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, DataError
 from mlptrain.model import build_model, count_parameters, summarize
 from mlptrain.summary import count, describe, layer_table
 
-from imagefiles import write_mnist
+from imagefiles import write_idx, write_mnist
 
 ACTIVATIONS = typing.get_args(ActivationName)
 
@@ -127,3 +127,11 @@ def test_describe_refuses_what_fit_would_refuse(spec_change, message):
         describe(spec)
     with pytest.raises(ConfigError, match=re.escape(message)):
         pipeline.train(spec, Path("unused"), "cpu")
+
+
+def test_validate_reads_image_headers_and_still_refuses_a_file_of_another_kind(tmp_path):
+    arrays = write_mnist(tmp_path, n_train=30, n_test=10, size=8)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", arrays["train_labels"])  # labels where images belong
+    spec = _spec({"name": "mnist", "root": str(tmp_path)})
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: not an IDX images file"):
+        describe(spec)

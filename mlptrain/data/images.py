@@ -191,20 +191,23 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"{path}: corrupt or truncated gzip file ({exc}); delete it and get it again") from None
 
 
-def read_idx_dims(path: Path) -> tuple[int, ...]:
-    """The dimensions in an IDX file's header, reading only the header (for `validate`: no pixels)."""
+def read_idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header, reading only the header (`validate`: no pixels).
+    Its length is not checked against them: that needs the whole file, which fit reads."""
+    magic = 0x0800 + ndim
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
         with (gzip.open(path) if gzipped else open(path, "rb")) as f:
-            head = f.read(4)
-            ndim = head[3] if len(head) == 4 else 0
-            dims = f.read(4 * ndim)
+            head = f.read(4 + 4 * ndim)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc}); delete it and get it again") from None
-    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or len(dims) < 4 * ndim:
-        raise DataError(f"{path}: not an IDX file (magic number {head.hex() or 'missing'}); delete it and get it again")
-    return struct.unpack(f">{ndim}I", dims)
+    if len(head) < 4 + 4 * ndim or struct.unpack(">I", head[:4])[0] != magic:
+        raise DataError(
+            f"{path}: not an IDX {'images' if ndim == 3 else 'labels'} file (header {head[:4].hex() or 'missing'}, "
+            f"expected {magic:08x}); the file is corrupt or of another kind: delete it and get it again"
+        )
+    return struct.unpack(f">{ndim}I", head[4:])
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -330,7 +333,7 @@ def load_images(spec: DataSpec, pixels: bool = True) -> Table:
         shape = [3, 32, 32]
         train_src, test_src = str(files["train_1"].parent), str(files["test"])
     else:
-        read = read_idx if pixels else lambda path, ndim: np.broadcast_to(np.uint8(0), read_idx_dims(path))  # no pixels read
+        read = read_idx if pixels else lambda path, ndim: np.broadcast_to(np.uint8(0), read_idx_dims(path, ndim))  # no pixels
         train_x, train_y = read(files["train_images"], 3), read_idx(files["train_labels"], 1)
         test_x, test_y = read(files["test_images"], 3), read_idx(files["test_labels"], 1)
         for (images, labels), (a, b) in (
