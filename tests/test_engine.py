@@ -784,3 +784,19 @@ def test_last_pt_is_copied_once_per_interval_and_always_after_the_final_epoch(tm
     lasts = [epoch for name, epoch in saved if name == "last"]
     assert lasts == (list(range(1, 13)) if interval == 0 else [1, 12])  # first epoch, then the final one
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == res.epochs_run == 12
+
+
+def test_training_freezes_start_up_objects_from_the_collector_and_releases_them_after(tmp_path, monkeypatch):
+    import gc
+
+    frozen_during: list[int] = []
+    original = pipeline.fit
+
+    def spy(*args, **kwargs):
+        frozen_during.append(gc.get_freeze_count())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit", spy)
+    _train(_spec(tmp_path, train={"epochs": 1}), tmp_path)
+    assert frozen_during[0] > 10_000  # torch's and pydantic's objects are not walked by collections in training
+    assert gc.get_freeze_count() == 0
