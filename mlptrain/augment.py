@@ -18,17 +18,26 @@ from mlptrain.config import AugmentSpec
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-def translate(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, limit: int) -> torch.Tensor:
+def _unshifted(h: int, w: int, limit: int, device: torch.device) -> torch.Tensor:
+    """[1, H*W]: where each pixel of an image sits in its zero-padded copy, flattened."""
+    width = w + 2 * limit
+    rows = torch.arange(h, device=device) + limit
+    cols = torch.arange(w, device=device) + limit
+    return (rows[:, None] * width + cols[None, :]).reshape(1, -1)
+
+
+def translate(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, limit: int, base: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Each image [C, H, W] of the batch moved by its own (dy, dx) pixels, |dy|, |dx| <= limit, black fill.
 
-    One gather over the zero-padded batch: no Python loop over images.
+    One gather over the zero-padded batch: no Python loop over images. ``base`` is
+    ``_unshifted(H, W, limit)``, made once per run rather than once per batch.
     """
     b, c, h, w = images.shape
-    padded = F.pad(images, (limit, limit, limit, limit)).reshape(b, c, -1)
     width = w + 2 * limit
-    rows = torch.arange(h, device=images.device) + limit
-    cols = torch.arange(w, device=images.device) + limit
-    base = (rows[:, None] * width + cols[None, :]).reshape(1, -1)  # where each output pixel sits, unshifted
+    padded = F.pad(images, (limit, limit, limit, limit)).reshape(b, c, -1)
+    base = _unshifted(h, w, limit, images.device) if base is None else base
     index = base - (dy * width + dx)[:, None]  # moving the image by +d reads the pixel d before
     return padded.gather(2, index[:, None, :].expand(b, c, h * w)).reshape(b, c, h, w)
 
@@ -41,6 +50,7 @@ def build(
         return None
     generator = torch.Generator(device=device).manual_seed(seed + 7919)  # its own stream, apart from dropout
     geometric = spec.hflip or spec.shift > 0
+    base = _unshifted(image_shape[1], image_shape[2], spec.shift, device) if spec.shift > 0 and image_shape else None
     shift = scale = None
     if geometric and scaler.get("kind", "none") != "none":
         shift = torch.tensor(scaler["shift"], dtype=torch.float32, device=device)
@@ -56,7 +66,7 @@ def build(
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
             if spec.shift > 0:
                 d = torch.randint(-spec.shift, spec.shift + 1, (2, b), generator=generator, device=x.device)
-                images = translate(images, d[0], d[1], spec.shift)
+                images = translate(images, d[0], d[1], spec.shift, base)
             x = images.reshape(b, -1)
             if scale is not None:
                 x = (x - shift) / scale
