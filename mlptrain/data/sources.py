@@ -55,7 +55,7 @@ def _spirals(n: int, noise: float, k: int, rng: np.random.Generator) -> tuple[np
     return x + noise * rng.standard_normal((n, 2)), y
 
 
-def _moons(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _moons(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles (the shape of scikit-learn's make_moons)."""
     n_out = n // 2
     t_out, t_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n - n_out)
@@ -63,7 +63,7 @@ def _moons(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return x, np.repeat([0, 1], [n_out, n - n_out])
 
 
-def _circles(n: int, rng: np.random.Generator, factor: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def _circles(n: int, factor: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """A circle inside another, ``factor`` times its radius (the shape of scikit-learn's make_circles)."""
     n_out = n // 2
     t_out = np.linspace(0, 2 * np.pi, n_out, endpoint=False)
@@ -87,11 +87,10 @@ def synthetic(spec: DataSpec) -> Table:
     """
     n, noise = spec.n_samples, spec.noise
     rng = np.random.default_rng(spec.seed)
-    task, classes = ("binary", ["0", "1"]) if spec.name in ("xor", "moons", "circles") else ("multiclass", None)
     if spec.name == "xor":
         x, y = _xor(n, noise, rng)
     elif spec.name in ("moons", "circles"):
-        x, y = _moons(n, rng) if spec.name == "moons" else _circles(n, rng)
+        x, y = _moons(n) if spec.name == "moons" else _circles(n)
         order = rng.permutation(n)
         x, y = x[order] + noise * rng.standard_normal((n, 2)), y[order]
     elif spec.name == "spirals":
@@ -101,9 +100,12 @@ def synthetic(spec: DataSpec) -> Table:
     else:  # sine
         x = rng.uniform(-np.pi, np.pi, size=(n, 1))
         y = np.sin(x[:, 0]) + noise * rng.standard_normal(n)
-        task = "regression"
-    if task == "multiclass":
-        classes = [str(i) for i in range(spec.n_classes)]
+    if spec.name == "sine":
+        task, classes = "regression", None
+    elif spec.name in ("spirals", "blobs"):
+        task, classes = "multiclass", [str(i) for i in range(spec.n_classes)]
+    else:
+        task, classes = "binary", ["0", "1"]
     names = [f"x{i}" for i in range(x.shape[1])]
     return Table(x.astype(np.float32), np.asarray(y), names, ["y"], task, classes)
 
