@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from mlptrain.config import AugmentSpec
 
-Augment = Callable[[torch.Tensor], torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (batch, the engine's augment generator)
 
 
 def _unshifted(h: int, w: int, limit: int, device: torch.device) -> torch.Tensor:
@@ -43,12 +43,15 @@ def translate(
 
 
 def build(
-    spec: AugmentSpec, image_shape: Optional[Sequence[int]], scaler: dict[str, Any], device: torch.device, seed: int
+    spec: AugmentSpec, image_shape: Optional[Sequence[int]], scaler: dict[str, Any], device: torch.device
 ) -> Optional[Augment]:
-    """The per-batch augmentation, or None when nothing is switched on."""
+    """The per-batch augmentation, or None when nothing is switched on.
+
+    Its random draws come from the generator the engine passes in (seeded from train.seed and
+    saved in last.pt with the run's other random streams, so a resumed run draws the same).
+    """
     if not spec.active:
         return None
-    generator = torch.Generator(device=device).manual_seed(seed + 7919)  # its own stream, apart from dropout
     geometric = spec.hflip or spec.shift > 0
     base = _unshifted(image_shape[1], image_shape[2], spec.shift, device) if spec.shift > 0 and image_shape else None
     shift = scale = None
@@ -56,7 +59,7 @@ def build(
         shift = torch.tensor(scaler["shift"], dtype=torch.float32, device=device)
         scale = torch.tensor(scaler["scale"], dtype=torch.float32, device=device)
 
-    def apply(x: torch.Tensor) -> torch.Tensor:
+    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if geometric:
             assert image_shape is not None
             b = len(x)

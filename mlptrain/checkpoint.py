@@ -6,6 +6,7 @@ anywhere cannot run code when it is opened.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,7 +16,7 @@ from mlptrain.errors import CheckpointError
 from mlptrain.runs import atomic_write
 
 FORMAT = "mlptrain-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: last.pt carries the state `mlptrain resume` needs (1 is still read for eval/predict)
 
 
 def write(f: BinaryIO, state: dict[str, Any]) -> None:
@@ -26,6 +27,12 @@ def write(f: BinaryIO, state: dict[str, Any]) -> None:
 def save(path: Path, state: dict[str, Any]) -> None:
     """Atomically (temporary file, fsync, rename): a crash never leaves half a checkpoint."""
     atomic_write(Path(path), lambda f: write(f, state))
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a checkpoint file, as summary.json records it."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.errors import MlptrainError
+from mlptrain.errors import Interrupted, MlptrainError
 
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]
@@ -127,35 +127,77 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
 
 @app.command(epilog="Example: mlptrain fit configs/quickstart.yaml --set optimizer.lr=0.01 --set model.hidden=[128,128]")
 def fit(
-    config: Path = typer.Argument(..., help="YAML spec to train."),
+    config: Optional[Path] = typer.Argument(None, help="YAML spec to train (optional with --resume)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a value: --set optimizer.lr=0.01 (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N (overrides train.device)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact directory for this run (must be new or empty)."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name: runs/<name>/<timestamp>/ (default: the config's name)."),
+    resume_dir: Optional[Path] = typer.Option(None, "--resume", help="Go on with a stopped run in this directory (as `mlptrain resume`)."),
 ) -> None:
     """Train a model from a YAML spec: early stopping, checkpoints, metrics.csv, TensorBoard."""
-    from mlptrain.config import load_spec
-
     overrides = list(set_)
     if device:
         overrides.append(f"train.device={device}")
+    if resume_dir is not None:
+        if run_dir is not None or name:
+            raise typer.BadParameter("a resumed run stays in its own directory; drop --run-dir/--name", param_hint="--resume")
+        _resume(resume_dir, overrides, config)
+        return
+    if config is None:
+        raise typer.BadParameter("give the YAML spec to train (or --resume RUN_DIR)", param_hint="CONFIG")
+    from mlptrain.config import load_spec
+
     if name:
         overrides.append(f"name={name}")
     spec = load_spec(config, overrides)
 
     from mlptrain import pipeline
-    from mlptrain.tasks import monitor_key
 
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
-    progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
     try:
-        result = pipeline.train(spec, path, spec.train.device, progress, notify=lambda m: err.print(m, markup=False))
+        _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
     except BaseException:
         from mlptrain.runs import remove_if_unused
 
         remove_if_unused(path)  # failed before writing anything (bad data, no CUDA): leave no empty run behind
         raise
+
+
+@app.command(epilog="Example: mlptrain resume runs/quickstart/2026-01-01_12-00-00 --set train.epochs=200")
+def resume(
+    run_dir: Path = typer.Argument(..., help="The run directory `mlptrain fit` printed (it holds checkpoints/last.pt)."),
+    set_: list[str] = typer.Option(
+        [], "--set", "-s", help="Change train.epochs, train.early_stopping.patience, train.device, train.threads or logging.progress."
+    ),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+) -> None:
+    """Go on with a stopped run from its last.pt: the very next step, bit for bit as if never stopped."""
+    _resume(run_dir, list(set_) + ([f"train.device={device}"] if device else []), None)
+
+
+def _notify(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def _resume(run_dir: Path, overrides: list[str], config: Optional[Path]) -> None:
+    from mlptrain import pipeline
+
+    spec, state = pipeline.load_resume(run_dir, overrides, config)
+    position = state["resume"]["position"]
+    where = f"epoch {position['epoch']}, batch {position['batch']}" if position else f"the end of epoch {state['epoch']}"
+    out.print(f"run directory: {run_dir}")
+    out.print(f"resuming at step {state['step']} ({where})")
+    _train(spec, Path(run_dir), False, lambda progress: pipeline.resume(run_dir, spec, state, None, progress, _notify))
+
+
+def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
+    """Run ``go(progress)`` (a fit or a resume) and print its results and where to look next."""
+    from mlptrain.tasks import monitor_key
+
+    progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
+    try:
+        result = go(progress)
     finally:
         if hasattr(progress, "close"):
             progress.close()
@@ -172,7 +214,7 @@ def fit(
     else:
         out.print("checkpoint: none holds the final weights (train.checkpoint.save_best / save_last are off)")
     if spec.logging.tensorboard:
-        logdir = Path(path).parent.parent if run_dir is None else Path(path)
+        logdir = Path(path).parent.parent if named else Path(path)
         out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")
 
 
@@ -318,18 +360,18 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
 
 
 @contextlib.contextmanager
-def data_warnings_as_lines() -> Any:
-    """Each ``DataWarning`` (dropped rows, unseen categories, ...) becomes one ``warning: ...`` line on stderr."""
+def notices_as_lines() -> Any:
+    """Each ``Notice`` (dropped rows, unseen categories, a changed checkpoint) becomes one ``warning: ...`` line on stderr."""
     import warnings
 
-    from mlptrain.errors import DataWarning
+    from mlptrain.errors import Notice
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always", DataWarning)
+        warnings.simplefilter("always", Notice)
         default = warnings.showwarning
 
         def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-            if issubclass(category, DataWarning):
+            if issubclass(category, Notice):
                 err.print(f"warning: {message}", markup=False)
             else:
                 default(message, category, filename, lineno, file, line)
@@ -343,9 +385,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MLPTRAIN_DEBUG") == "1"
     try:
-        with data_warnings_as_lines():
+        with notices_as_lines():
             result = app(args=args, prog_name="mlptrain", standalone_mode=False)
         return int(result) if isinstance(result, int) else 0
+    except Interrupted as exc:  # not an error: the run is saved and says how to go on
+        err.print(str(exc), markup=False)
+        return exc.exit_code
     except MlptrainError as exc:
         if debug:
             raise

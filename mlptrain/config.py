@@ -378,7 +378,22 @@ class CheckpointSpec(Section):
     """Which checkpoints a run keeps under `checkpoints/`."""
 
     save_best: bool = Field(True, description="Keep best.pt: the weights of the best epoch by the monitored metric.")
-    save_last: bool = Field(True, description="Keep last.pt with optimizer state, rewritten after every epoch (at most once a second).")
+    save_last: bool = Field(
+        True,
+        description="Keep last.pt: everything `mlptrain resume` needs (weights, optimizer, schedule, early stopping, "
+        "random streams, position), rewritten after every epoch and when training is interrupted.",
+    )
+    every_steps: Optional[int] = Field(
+        None, ge=1,
+        description="Also rewrite last.pt every N optimizer steps, recording the position within the epoch, so a "
+        "killed run loses at most N steps (for long epochs; costs a copy of the weights and optimizer state each time).",
+    )
+
+    @model_validator(mode="after")
+    def _needs_last(self) -> "CheckpointSpec":
+        if self.every_steps is not None and not self.save_last:
+            raise ValueError("train.checkpoint.every_steps rewrites last.pt, so it needs save_last: true")
+        return self
 
 
 class TrainSpec(Section):
@@ -403,6 +418,12 @@ class TrainSpec(Section):
         False, description="torch.compile the model (pays on GPUs; on small CPU models it is often slower)."
     )
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default the cores this process may use.")
+    on_nan: Literal["stop", "skip_batch"] = Field(
+        "stop",
+        description="A NaN or infinite training loss: `stop` the run naming the epoch and step (last.pt keeps the last "
+        "good state; checked every logging.step_every steps, free), or `skip_batch`: drop that batch's update and go "
+        "on (checks every step, one device sync each; the skips are counted in train/skipped_batches).",
+    )
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints kept.")
 

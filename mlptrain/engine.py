@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +51,13 @@ class Task:
     target_std: Optional[torch.Tensor] = None
 
 
+class Interrupt:
+    """Set by a signal handler (SIGINT, SIGTERM); the loop looks at it after every step, saves and returns."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+
 @dataclass
 class Loop:
     """The engine's knobs, already resolved from the spec."""
@@ -75,7 +84,10 @@ class Loop:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     device: Optional[torch.device] = None  # where to train; default where the data is
     host_batches: bool = False  # data stays where it is (pinned host memory); each batch is copied to ``device``
-    augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # random changes to each training batch
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None  # random changes to each training batch
+    on_nan: str = "stop"  # stop | skip_batch
+    checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch position included)
+    interrupt: Interrupt = field(default_factory=lambda: Interrupt())
 
 
 @dataclass
@@ -88,6 +100,8 @@ class FitResult:
     steps: int
     history: list[dict[str, float]] = field(default_factory=list)
     val_seconds: float = 0.0
+    interrupted: Optional[int] = None  # the signal that stopped training (last.pt holds the position)
+    skipped_batches: int = 0  # train.on_nan: skip_batch
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -185,6 +199,50 @@ def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite (``train.on_nan: stop``, or every batch of an epoch skipped)."""
+
+    def __init__(self, epoch: int, step: int, value: float):
+        super().__init__(f"epoch {epoch}, step {step}: training loss is {value}")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+def window_mean(losses: torch.Tensor, n: int, epoch: int, step: int) -> float:
+    """Mean of the last ``n`` step losses (ending at ``step``); NonFiniteLoss names the first bad step."""
+    window = losses[:n]
+    total = float(window.sum())
+    if not math.isfinite(total):
+        bad = int(torch.isfinite(window).logical_not().nonzero()[0])
+        raise NonFiniteLoss(epoch, step - n + 1 + bad, float(window[bad]))
+    return total / n
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every random stream a run draws from (python, numpy, torch CPU and CUDA, the loop's own generators)."""
+    np_state = np.random.get_state(legacy=False)
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {
+        "python": random.getstate(),
+        "numpy": {**np_state, "state": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}},
+        "torch": torch.get_rng_state(),
+        "cuda": list(cuda),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    key = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -197,11 +255,14 @@ def fit(
     run: Any = None,
     progress: Optional[Progress] = None,
     forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    resume: Optional[dict[str, Any]] = None,
 ) -> FitResult:
     """Train with early stopping; ``run`` (a runs.Run) receives metrics, histograms and checkpoints.
 
     ``forward`` is the model as called for training steps (e.g. its ``torch.compile`` form);
-    weights, evaluation and checkpoints always go through ``model`` itself.
+    weights, evaluation and checkpoints always go through ``model`` itself. ``resume`` is a
+    ``last.pt`` this loop wrote: training continues from the very next step, bit for bit as if it
+    had never stopped (same device and seed).
     """
     progress = progress or NoProgress()
     forward = forward or model
@@ -217,69 +278,145 @@ def fit(
     steps_per_epoch = n // bs + (1 if tail and not drop_tail else 0)
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size {bs} with drop_last leaves no batch of the {n} training rows")
-    generator = torch.Generator().manual_seed(loop.seed)
+    generators = {"shuffle": torch.Generator().manual_seed(loop.seed)}
+    if loop.augment is not None:  # its own stream on the device, apart from dropout's
+        generators["augment"] = torch.Generator(device=device).manual_seed(loop.seed + 7919)
     batches = HostBatches(x, y, device, bs) if stream else None
     scaler = torch.amp.GradScaler(device.type) if loop.precision == "16-mixed" else None
     classify = task.name in ("binary", "multiclass")
+    skip_nan = loop.on_nan == "skip_batch"
 
     best = math.inf if loop.mode == "min" else -math.inf
-    best_epoch, bad_epochs, step = 0, 0, 0
+    best_epoch, bad_epochs, step, skipped = 0, 0, 0, 0
     best_state: Optional[dict[str, torch.Tensor]] = None
     history: list[dict[str, float]] = []
-    stopped = False
-    start = time.perf_counter()
-    val_seconds = 0.0
+    values: dict[str, float] = {}
+    done_epochs, seconds_before, val_seconds = 0, 0.0, 0.0
+    position: Optional[dict[str, Any]] = None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        r = resume["resume"]
+        best, best_epoch, bad_epochs = resume["best"]["value"], resume["best"]["epoch"], r["bad_epochs"]
+        best_state, history, values = r["best_model"], list(r["history"]), dict(resume["metrics"])
+        done_epochs, step, skipped, position = resume["epoch"], resume["step"], r["skipped"], r["position"]
+        seconds_before, val_seconds = r["seconds"]["train"] + r["seconds"]["val"], r["seconds"]["val"]
+        set_rng_state(r["rng"], generators)
+
+    def state(at: Optional[dict[str, Any]], finished: bool = False) -> dict[str, Any]:
+        """The checkpoint of this moment: weights, optimizer, early stopping, counters, RNGs, position."""
+        return {
+            "model": model.state_dict(),
+            "epoch": done_epochs,
+            "step": step,
+            "metrics": values,
+            "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode},
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "resume": {
+                "position": at,  # mid-epoch: the epoch's order and how many of its batches are done
+                "bad_epochs": bad_epochs,
+                "best_model": best_state,
+                "history": history,
+                "rng": rng_state(generators),
+                "seconds": {"train": time.perf_counter() - start - val_seconds, "val": val_seconds},
+                "skipped": skipped,
+                "finished": finished,
+            },
+        }
+
+    stopped = halted = False
+    start = time.perf_counter() - seconds_before
     model.train()
-    epoch = 0
-    for epoch in range(1, loop.epochs + 1):
+    epoch = resumed_at = done_epochs
+    for epoch in range(done_epochs + 1, loop.epochs + 1):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=generator) if loop.shuffle else torch.arange(n)
-        order = order if stream else order.to(device)
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        correct = torch.zeros((), device=device, dtype=torch.float64)
-        window = torch.zeros((), device=device, dtype=torch.float64)
-        seen, window_steps = 0, 0
-        for b in range(steps_per_epoch):
+        window_buf = torch.zeros(loop.step_every, device=device, dtype=torch.float64)  # this window's step losses
+        if position is not None:  # resuming in the middle of this epoch
+            order, first = position["order"], position["batch"]
+            sums = position["sums"]
+            loss_sum, correct = sums["loss"].to(device), sums["correct"].to(device)
+            window_buf.copy_(sums["window"])
+            seen, window_steps, epoch_skipped = sums["seen"], sums["window_steps"], sums["skipped"]
+            epoch_start -= sums["seconds"]
+            position = None
+        else:
+            order = torch.randperm(n, generator=generators["shuffle"]) if loop.shuffle else torch.arange(n)
+            order, first = order if stream else order.to(device), 0
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.float64)
+            seen, window_steps, epoch_skipped = 0, 0, 0
+        if epoch == resumed_at + 1 and (resumed_at or first):  # a resumed run's bar starts where it stopped
+            progress.advance(resumed_at * steps_per_epoch + first, None)
+        for b in range(first, steps_per_epoch):
             idx = order[b * bs : (b + 1) * bs]
             xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
             if loop.augment is not None:
-                xb = loop.augment(xb)
+                xb = loop.augment(xb, generators["augment"])
             with autocast(device, loop.precision):
                 logits = forward(xb)
                 loss = loss_fn(logits.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                if loop.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-                optimizer.step()
-            else:  # float16: scale the loss so small gradients survive, unscale before clipping
-                scaler.scale(loss).backward()
-                if loop.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            if loop.schedule_per_step:
-                schedule.step()
-            step += 1
-            detached = loss.detach()
-            loss_sum.add_(detached, alpha=len(idx))  # in place: no new tensors per step
-            window.add_(detached)
-            window_steps += 1
-            seen += len(idx)
-            if classify:
-                correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
-            if step % loop.step_every == 0 or b == steps_per_epoch - 1:
-                mean = float(window) / window_steps  # the one host sync every step_every steps
+            if skip_nan and not bool(torch.isfinite(loss)):  # train.on_nan: skip_batch (one sync per step)
+                skipped += 1
+                epoch_skipped += 1
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    if loop.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+                    optimizer.step()
+                else:  # float16: scale the loss so small gradients survive, unscale before clipping
+                    scaler.scale(loss).backward()
+                    if loop.grad_clip is not None:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                if loop.schedule_per_step:
+                    schedule.step()
+                step += 1
+                detached = loss.detach()
+                loss_sum.add_(detached, alpha=len(idx))  # in place: no new tensors per step
+                window_buf[window_steps] = detached
+                window_steps += 1
+                seen += len(idx)
+                if classify:
+                    correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
+            last_batch = b == steps_per_epoch - 1
+            if window_steps and (step % loop.step_every == 0 or last_batch):
+                mean = window_mean(window_buf, window_steps, epoch, step)  # the one host sync every step_every steps
                 if run is not None:
                     run.log_step(step, mean)
                 progress.advance(window_steps, mean)
-                window.zero_()
                 window_steps = 0
+            # A signal (or train.checkpoint.every_steps) saves the position within the epoch; at an
+            # epoch's last batch the epoch's end comes first (its checkpoint, logs and histograms).
+            halted = loop.interrupt.signal is not None and not last_batch
+            save_now = not last_batch and loop.save_last and run is not None and (
+                halted or (loop.checkpoint_every_steps is not None and step % loop.checkpoint_every_steps == 0)
+            )
+            if save_now and window_steps:
+                window_mean(window_buf, window_steps, epoch, step)  # nothing NaN goes into a checkpoint
+            if save_now:
+                sums = {
+                    "loss": loss_sum, "correct": correct, "window": window_buf, "seen": seen,
+                    "window_steps": window_steps, "skipped": epoch_skipped, "seconds": time.perf_counter() - epoch_start,
+                }
+                run.save_checkpoint("last", state({"epoch": epoch, "batch": b + 1, "order": order, "sums": sums}))
+            if halted:
+                break
+        if halted:
+            break
 
-        values: dict[str, float] = {"train/loss": float(loss_sum) / seen}
+        if seen == 0:  # train.on_nan: skip_batch skipped every batch: nothing left to learn from
+            raise NonFiniteLoss(epoch, step, float("nan"))
+        values = {"train/loss": float(loss_sum) / seen}
         if classify:
             values["train/accuracy"] = float(correct) / seen
         if val is not None and len(val[0]):
@@ -287,6 +424,8 @@ def fit(
             values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size, loop.precision).items()})
             val_seconds += time.perf_counter() - val_start
         values["lr"] = float(optimizer.param_groups[0]["lr"])
+        if epoch_skipped:
+            values["train/skipped_batches"] = float(epoch_skipped)
         history.append({"epoch": epoch, **values})
 
         current = values[loop.monitor]
@@ -298,43 +437,33 @@ def fit(
         else:
             bad_epochs += 1
         final = epoch == loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience))
+        schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
+        if not loop.schedule_per_step:
+            schedule.step()
+        done_epochs = epoch
         if run is not None:
             run.log_epoch(epoch, values, time.perf_counter() - epoch_start)
             if loop.histograms_every and epoch % loop.histograms_every == 0:
                 tensors = [(f"weights/{k}", p.detach().cpu()) for k, p in model.named_parameters()]
                 tensors += [(f"grads/{k}", p.grad.detach().cpu()) for k, p in model.named_parameters() if p.grad is not None]
                 run.log_histograms(epoch, tensors)
-            # last.pt is copied off the model at most once per run.checkpoint_interval (and after the
-            # final epoch): copying weights and optimizer state every epoch cost short epochs ~10 %.
-            save_best = improved and loop.save_best
-            save_last = loop.save_last and (final or run.checkpoint_due("last"))
-            if save_best or save_last:
-                state = {
-                    "model": model.state_dict(),
-                    "epoch": epoch,
-                    "step": step,
-                    "metrics": values,
-                    "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode},
-                }
-                if save_best:  # for eval/predict: weights only, no optimizer state to write
-                    run.save_checkpoint("best", state)
-                if save_last:
-                    run.save_checkpoint("last", {
-                        **state,
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "scaler": scaler.state_dict() if scaler is not None else None,
-                    })
+            if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
+                run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
+                                             "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode}})
+            if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
+                run.save_checkpoint("last", state(None, finished=final))
         progress.end_epoch(epoch, values, improved)
-
-        schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
-        if not loop.schedule_per_step:
-            schedule.step()
         if final and epoch < loop.epochs:
             stopped = True
             break
+        if loop.interrupt.signal is not None and not final:
+            halted = True
+            break
 
     seconds = time.perf_counter() - start - val_seconds
+    if halted:  # last.pt holds the position; the weights stay as trained so far
+        return FitResult(best_epoch, best, done_epochs, False, seconds, step, history, val_seconds,
+                         interrupted=loop.interrupt.signal, skipped_batches=skipped)
     if loop.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds)
+    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds, skipped_batches=skipped)

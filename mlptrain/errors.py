@@ -37,11 +37,33 @@ class RunDirError(MlptrainError):
     exit_code = 5
 
 
-class DataWarning(UserWarning):
-    """Something about the data the user should know that does not stop the run (dropped rows,
-    categories unseen in training). Library code warns with it; ``cli`` prints each as one line.
-    ``split`` names the split it is about (train/val/test), if any."""
+class TrainingError(MlptrainError):
+    """Training that cannot go on: the loss became NaN or infinite."""
+
+    exit_code = 6
+
+
+class Interrupted(MlptrainError):
+    """Training stopped by SIGINT/SIGTERM after saving last.pt; exits with 128 + the signal (130, 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class Notice(UserWarning):
+    """Something the user should know that does not stop the command; ``cli`` prints each as one
+    ``warning: ...`` line. Library code warns with a subclass."""
+
+
+class DataWarning(Notice):
+    """About the data (dropped rows, categories unseen in training). ``split`` names the split it is
+    about (train/val/test), if any."""
 
     def __init__(self, message: str, split: str | None = None):
         super().__init__(message)
         self.split = split
+
+
+class CheckpointWarning(Notice):
+    """About a checkpoint (it does not match the SHA-256 its run recorded)."""

@@ -7,26 +7,38 @@ objects and the CLI gets plain results to print.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import gc
+import json
+import os
 import random
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
-from mlptrain.engine import Loop, Progress, Task, evaluate, fit, model_device, predict_logits, score, unscale
-from mlptrain.errors import ConfigError, DataError, DataWarning, MlptrainError
+from mlptrain.engine import (
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, score, unscale,
+)
+from mlptrain.errors import (
+    CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
+)
 from mlptrain.losses import build_loss, output_unit
 from mlptrain.metrics import confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
-from mlptrain.runs import Run, create_run_dir, flatten
+from mlptrain.runs import (
+    Run, atomic_write_text, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
+)
 from mlptrain.tasks import monitors
 
 
@@ -136,15 +148,48 @@ def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) ->
     return create_run_dir(root, spec.name or "run", run_dir)
 
 
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+
+
+@contextlib.contextmanager
+def signals_stop(interrupt: Interrupt) -> Iterator[None]:
+    """SIGINT/SIGTERM ask the loop to save last.pt and return; a second one exits at once.
+
+    Exiting at once is safe for the files: every one is written to a temporary name and renamed,
+    so a run directory holds whole old files or whole new ones, never half of one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        if interrupt.signal is not None:
+            os.write(2, f"\n{SIGNAL_NAMES.get(signum, signum)} again: stopping now; last.pt keeps the last saved state\n".encode())
+            os._exit(128 + signum)
+        interrupt.signal = signum
+
+    previous = {s: signal.signal(s, handle) for s in SIGNAL_NAMES}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def train(
     spec: Spec, run_path: Path, device_name: str, progress: Optional[Progress] = None,
-    notify: Callable[[str], None] = lambda message: None,
+    notify: Callable[[str], None] = lambda message: None, resume: Optional[dict[str, Any]] = None,
 ) -> FitOutcome:
-    """Fit a spec into an existing, empty run directory; ``notify`` receives warnings for the user."""
+    """Fit a spec into an existing, empty run directory, or go on from its ``last.pt`` (``resume``).
+
+    ``notify`` receives warnings for the user. SIGINT/SIGTERM save last.pt and raise ``Interrupted``.
+    """
     device = resolve_device(device_name)
     configure_torch(spec.train.threads, device)
     built = build(spec)
     prepared, model, task = built.prepared, built.model, built.task
+    if resume is not None:
+        _check_same_data(resume, prepared, run_path)
     model.to(device)
     has_val = prepared.val is not None
     es = spec.train.early_stopping
@@ -158,19 +203,25 @@ def train(
     schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
     if batch is not None and spec.train.drop_last and batch > n_train:
         raise DataError(f"train.batch_size {batch} with drop_last: the training split has only {n_train} rows")
+    ckpt_spec = spec.train.checkpoint
     loop = Loop(
         epochs=spec.train.epochs, batch_size=batch, eval_batch_size=spec.train.eval_batch_size,
         shuffle=spec.train.shuffle, drop_last=spec.train.drop_last, seed=spec.train.seed,
         grad_clip=spec.train.grad_clip, monitor=monitor, mode=mode, early_stopping=es.enabled,
         patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights,
-        save_best=spec.train.checkpoint.save_best, save_last=spec.train.checkpoint.save_last,
+        save_best=ckpt_spec.save_best, save_last=ckpt_spec.save_last, checkpoint_every_steps=ckpt_spec.every_steps,
         step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, precision=spec.train.precision, device=device,
-        augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device, spec.train.seed),
+        augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device),
+        on_nan=spec.train.on_nan,
     )
 
     spec_dict = spec_to_dict(spec)
-    run = Run(run_path, spec.logging.tensorboard, checkpoint.write)
+    if resume is None:
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write)
+    else:  # metrics.csv as far as last.pt goes; TensorBoard steps already on disk are not logged twice
+        rows = [r for r in read_metrics(run_path) if int(r["epoch"]) <= resume["epoch"]]
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, rows, logged_steps(run_path))
     run.static = {
         "spec": spec_dict,
         "data_state": prepared.state,
@@ -189,12 +240,21 @@ def train(
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.
         gc.freeze()
         try:
-            result = fit(
-                model, built.loss_fn, optimizer, schedule, train_t, _tensors(prepared.val, device),
-                task, loop, run, progress, forward,
-            )
+            with signals_stop(loop.interrupt):
+                result = fit(
+                    model, built.loss_fn, optimizer, schedule, train_t, _tensors(prepared.val, device),
+                    task, loop, run, progress, forward, resume,
+                )
+        except NonFiniteLoss as exc:
+            run.flush()  # the last good last.pt on disk before the message points at it
+            raise TrainingError(_diverged(exc, run.checkpoint_path("last"), loop)) from None
         finally:
             gc.unfreeze()
+        if result.interrupted is not None:
+            run.flush()
+            raise Interrupted(_interrupted(result, run_path, loop), result.interrupted)
+        if result.skipped_batches:
+            notify(f"warning: train.on_nan: skipped {result.skipped_batches} batches whose loss was NaN or infinite")
         metrics = {}
         for name, split in (("train", prepared.train), ("val", prepared.val), ("test", prepared.test)):
             t = train_t if name == "train" else _tensors(split, device)
@@ -209,7 +269,9 @@ def train(
             ckpt = run.checkpoint_path("last")
         else:
             ckpt = None
+        run.flush()  # checkpoints and metrics.csv on disk before summary.json says the run is complete
         summary = {
+            "status": "complete",
             "run_dir": str(run_path),
             "task": task.name,
             "loss": built.loss_name,
@@ -221,21 +283,118 @@ def train(
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
             "steps": result.steps,
+            "skipped_batches": result.skipped_batches,
             "parameters": count_parameters(model),
             "train_seconds": round(result.train_seconds, 3),  # training epochs, without validation
             "val_seconds": round(result.val_seconds, 3),  # the per-epoch validation passes
             "wall_seconds": round(time.perf_counter() - wall, 3),
             "final_weights": weights,
             "checkpoint": str(ckpt) if ckpt else None,
+            # eval warns when a checkpoint no longer matches what its run wrote
+            "checkpoints": {
+                name: {"path": str(p), "sha256": checkpoint.sha256(p), "format_version": checkpoint.FORMAT_VERSION}
+                for name in ("best", "last") if (p := run.checkpoint_path(name)).is_file()
+            },
             "metrics": metrics,
         }
-        run.flush()  # checkpoints and metrics.csv on disk before summary.json says the run is complete
         run.write_summary(summary)
         hp = {k: v for k, v in flatten(spec_dict).items() if not k.startswith("logging.")}
         run.log_hparams(hp, {f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
     finally:
         run.close()
     return FitOutcome(run_path, metrics, summary, ckpt)
+
+
+def _diverged(exc: NonFiniteLoss, last: Path, loop: Loop) -> str:
+    kept = f"{last} keeps the last good state" if last.is_file() else "no checkpoint was saved before it"
+    how = "every batch of the epoch was skipped" if loop.on_nan == "skip_batch" else "stopped"
+    return (
+        f"{exc}; {how} ({kept}). Likely causes: a learning rate too high (optimizer.lr), a loss that does not fit "
+        "the task (loss.name), or unscaled inputs (data.scale); train.grad_clip or train.on_nan: skip_batch may help"
+    )
+
+
+def _interrupted(result: FitResult, run_path: Path, loop: Loop) -> str:
+    name = SIGNAL_NAMES.get(result.interrupted, f"signal {result.interrupted}")
+    where = f"interrupted by {name} after step {result.steps} (epoch {result.epochs_run + 1})"
+    if not loop.save_last:
+        return f"{where}; train.checkpoint.save_last is off, so there is nothing to resume from"
+    return f"{where}; saved {run_path / 'checkpoints' / 'last.pt'}; resume with: mlptrain resume {run_path}"
+
+
+def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path: Path) -> None:
+    """A resumed run must see the data it started with (same columns, classes and preprocessing)."""
+    now = {"class_names": list(prepared.state["class_names"]), "in_features": prepared.in_features,
+           "out_features": prepared.out_features}
+    for key, value in now.items():
+        if state.get(key) != value:
+            raise DataError(
+                f"{run_path}: the data changed since this run started ({key} was {state.get(key)}, is {value}); "
+                "resume needs the same data: start a new run with mlptrain fit"
+            )
+
+
+# Keys a resumed run may change: how long to go on and where, not what is trained.
+RESUMABLE = ("train.epochs", "train.early_stopping.patience", "train.device", "train.threads", "logging.progress")
+
+
+def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:
+    """The spec and last.pt of a stopped run, after checking that there is something left to train."""
+    from mlptrain.config import apply_overrides, load_spec
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: no such run directory; give the directory `mlptrain fit` printed")
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise RunDirError(
+            f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
+            "stopped before its first epoch ended); start it again with mlptrain fit"
+        )
+    state = checkpoint.load(last)
+    if "resume" not in state:
+        raise CheckpointError(f"{last}: written by an older mlptrain, without the state resume needs; start the run again")
+    stored = state["spec"]
+    if config is not None:
+        spec = load_spec(config, overrides)
+    else:
+        spec = validate_dict(apply_overrides(copy.deepcopy(stored), overrides), f"{last} (stored config) with --set")
+    before, after = flatten(stored), flatten(spec_to_dict(spec))
+    changed = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k) and k not in RESUMABLE]
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"{key}: the run was trained with {before.get(key)!r}, not {after.get(key)!r}; a resumed run keeps its "
+            f"config except {', '.join(RESUMABLE)}: start a new run to change the rest"
+        )
+    done, bad = state["epoch"], state["resume"]["bad_epochs"]
+    es = spec.train.early_stopping
+    if state["resume"]["position"] is None and done >= spec.train.epochs:
+        raise RunDirError(
+            f"{run_dir}: complete, all {done} epochs ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
+        )
+    if state["resume"]["position"] is None and es.enabled and bad >= max(1, es.patience):
+        raise RunDirError(
+            f"{run_dir}: stopped early at epoch {done} ({bad} epochs without improvement); to go on: "
+            f"mlptrain resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"
+        )
+    return spec, state
+
+
+def resume(
+    run_dir: Path, spec: Spec, state: dict[str, Any], device_name: Optional[str] = None,
+    progress: Optional[Progress] = None, notify: Callable[[str], None] = lambda message: None,
+) -> FitOutcome:
+    """Go on training a stopped run in its own directory, from the very next step of its last.pt."""
+    run_dir = Path(run_dir)
+    probe_writable(run_dir)
+    remove_partial_files(run_dir)  # temporary files of writes a kill cut short (whole files are untouched)
+    summary = run_dir / "summary.json"
+    if summary.is_file():  # a complete run trained further: its checkpoints are about to change
+        old = json.loads(summary.read_text(encoding="utf-8"))
+        old.pop("checkpoints", None)
+        atomic_write_text(summary, json.dumps({**old, "status": "resumed: training again"}, indent=2) + "\n")
+    return train(spec, run_dir, device_name or spec.train.device, progress, notify, resume=state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +413,7 @@ class Restored:
 def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.device]:
     """A checkpoint's spec, preprocessing and weights, without the original config file."""
     state = checkpoint.load(path)
+    _check_recorded_hash(Path(path))
     try:
         spec = validate_dict(state["spec"], f"{path} (stored config)")
         with warnings.catch_warnings(record=True) as caught:
@@ -271,6 +431,20 @@ def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.devi
     device = resolve_device(device_name)
     built.model.to(device)
     return Restored(spec, built, state, held), device
+
+
+def _check_recorded_hash(path: Path) -> None:
+    """Warn when a checkpoint differs from the one its run recorded in summary.json (changed or replaced since)."""
+    summary = path.parent.parent / "summary.json"
+    try:
+        entry = json.loads(summary.read_text(encoding="utf-8"))["checkpoints"][path.stem]
+        recorded = entry["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not in a run directory, or a run from before hashes were recorded
+    if recorded != checkpoint.sha256(path):
+        warnings.warn(CheckpointWarning(
+            f"{path}: its SHA-256 differs from the one {summary} recorded: the file was changed or replaced after the run"
+        ))
 
 
 def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import tempfile
 import threading
@@ -88,13 +87,19 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
                 raise RunDirError(f"{path}: cannot create the run directory ({exc.strerror})") from None
         else:
             raise RunDirError(f"{parent}: too many runs started in the same second")
+    probe_writable(path)
+    return path
+
+
+def probe_writable(path: Path) -> None:
+    """Fail before training, not at the first checkpoint: make checkpoints/ and write a file there."""
+    path = Path(path)
     try:
         (path / "checkpoints").mkdir(exist_ok=True)
-        atomic_write(path / ".write-probe", b"")
-        os.unlink(path / ".write-probe")
+        atomic_write(path / "checkpoints" / ".write-probe", b"")
+        os.unlink(path / "checkpoints" / ".write-probe")
     except OSError as exc:
-        raise RunDirError(f"{path}: not writable ({exc.strerror}); pick a writable run directory") from None
-    return path
+        raise RunDirError(f"{path}: not writable ({exc.strerror}); pick a writable run directory or free space") from None
 
 
 def remove_if_unused(path: Path) -> bool:
@@ -114,18 +119,15 @@ def remove_if_unused(path: Path) -> bool:
 class BackgroundWriter:
     """Atomic file writes on one worker thread, so serializing and fsync never stall the training loop.
 
-    Only the newest pending version of a path is kept, and one path is written at most once every
-    ``min_interval`` seconds (short epochs would otherwise spend their time pickling last.pt): a
-    crash loses at most that much progress, never a whole file. ``flush`` writes everything pending
-    at once and re-raises a failure (a full disk must stop the run, not vanish in a thread).
+    Only the newest pending version of a path is kept: when epochs come faster than the disk, a
+    version nobody will read is skipped rather than queued, and a crash still leaves the previous
+    whole file. ``flush`` writes everything pending and re-raises a failure (a full disk must stop
+    the run, not vanish in a thread).
     """
 
-    def __init__(self, min_interval: float = 0.0) -> None:
-        self.min_interval = min_interval
+    def __init__(self) -> None:
         self._pending: dict[Path, Callable[[BinaryIO], Any]] = {}
-        self._written: dict[Path, float] = {}  # path -> monotonic time of its last write
         self._busy = False
-        self._flushing = 0
         self._error: Optional[BaseException] = None
         self._closed = False
         self._cond = threading.Condition()
@@ -140,26 +142,14 @@ class BackgroundWriter:
             self._pending[path] = payload
             self._cond.notify_all()
 
-    def _next(self) -> tuple[Optional[Path], float]:
-        """The first pending path that may be written now, else how long until one may."""
-        now = time.monotonic()
-        wait = math.inf
-        for path in self._pending:
-            due = self._written.get(path, -math.inf) + self.min_interval
-            if self._flushing or self._closed or due <= now:
-                return path, 0.0
-            wait = min(wait, due - now)
-        return None, wait
-
     def _work(self) -> None:
         while True:
             with self._cond:
-                path, wait = self._next()
-                while path is None:
-                    if self._closed and not self._pending:
+                while not self._pending:
+                    if self._closed:
                         return
-                    self._cond.wait(None if wait == math.inf else wait)
-                    path, wait = self._next()
+                    self._cond.wait()
+                path = next(iter(self._pending))
                 payload = self._pending.pop(path)
                 self._busy = True
             try:
@@ -169,7 +159,6 @@ class BackgroundWriter:
                     self._error = self._error or exc
             finally:
                 with self._cond:
-                    self._written[path] = time.monotonic()
                     self._busy = False
                     self._cond.notify_all()
 
@@ -179,15 +168,10 @@ class BackgroundWriter:
             raise error
 
     def flush(self) -> None:
-        """Write everything pending now, and wait for it."""
+        """Wait until everything pending is written."""
         with self._cond:
-            self._flushing += 1
-            self._cond.notify_all()
-            try:
-                while self._pending or self._busy:
-                    self._cond.wait()
-            finally:
-                self._flushing -= 1
+            while self._pending or self._busy:
+                self._cond.wait()
             self._raise()
 
     def close(self) -> None:
@@ -215,16 +199,21 @@ class Run:
     """Writes one run's files: config.yaml, metrics.csv, summary.json, checkpoints, TensorBoard events.
 
     Per-epoch files (metrics.csv, checkpoints) go through a BackgroundWriter; ``close`` waits for them.
+    A resumed run passes the metrics rows of its checkpoint (``rows``) and, in ``logged``, the last
+    TensorBoard step of each tag already on disk: a step the stopped run logged after its
+    checkpoint is not logged twice, and one it never flushed is logged now.
     """
 
-    def __init__(self, path: Path, tensorboard: bool, write_checkpoint: Callable[[BinaryIO, dict[str, Any]], None]):
+    def __init__(
+        self, path: Path, tensorboard: bool, write_checkpoint: Callable[[BinaryIO, dict[str, Any]], None],
+        rows: Iterable[dict[str, Any]] = (), logged: Optional[dict[str, int]] = None,
+    ):
         self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = list(rows)
         self._write_checkpoint = write_checkpoint
-        self.checkpoint_interval = 1.0  # seconds between two copies of a checkpoint the loop asks for
-        self._writer = BackgroundWriter(min_interval=self.checkpoint_interval)
-        self._submitted: dict[str, float] = {}  # checkpoint name -> monotonic time of its last submission
+        self._writer = BackgroundWriter()
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
+        self.logged = logged or {}
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -237,13 +226,8 @@ class Run:
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
-    def checkpoint_due(self, name: str) -> bool:
-        """Whether checkpoint ``name`` was last submitted at least ``checkpoint_interval`` seconds ago."""
-        return time.monotonic() - self._submitted.get(name, -math.inf) >= self.checkpoint_interval
-
     def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
         path = self.checkpoint_path(name)
-        self._submitted[name] = time.monotonic()
         frozen = {**self.static, **snapshot(state)}
         self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen))
         return path
@@ -271,19 +255,24 @@ class Run:
             f.write(buf.getvalue().encode("utf-8"))
 
         self._writer.submit(self.path / "metrics.csv", text)
-        if self.writer is not None:
-            for tag, value in values.items():
+        scalars = dict(values)
+        if seconds is not None:
+            scalars["time/epoch_seconds"] = seconds
+        for tag, value in scalars.items():
+            if self._new(tag, epoch):
                 self.writer.add_scalar(tag, value, epoch)
-            if seconds is not None:
-                self.writer.add_scalar("time/epoch_seconds", seconds, epoch)
+
+    def _new(self, tag: str, step: int) -> bool:
+        """Whether TensorBoard should get ``tag`` at ``step``: it is on, and no earlier session logged it."""
+        return self.writer is not None and step > self.logged.get(tag, -1)
 
     def log_step(self, step: int, loss: float) -> None:
-        if self.writer is not None:
+        if self._new("step/train_loss", step):
             self.writer.add_scalar("step/train_loss", loss, step)
 
     def log_histograms(self, epoch: int, tensors: Iterable[tuple[str, Any]]) -> None:
-        if self.writer is not None:
-            for tag, tensor in tensors:
+        for tag, tensor in tensors:
+            if self._new(tag, epoch):
                 self.writer.add_histogram(tag, tensor, epoch)
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
@@ -315,6 +304,37 @@ class Run:
             if self.writer is not None:
                 self.writer.flush()
                 self.writer.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv (none if it has none yet)."""
+    try:
+        with open(Path(path) / "metrics.csv", newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+
+
+def logged_steps(path: Path) -> dict[str, int]:
+    """The last step of every TensorBoard tag in a run directory's event files (a torn last record ends a file)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    last: dict[str, int] = {}
+    for events in sorted(Path(path).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                last[value.tag] = max(last.get(value.tag, -1), event.step)
+    return last
+
+
+def remove_partial_files(path: Path) -> list[Path]:
+    """Temporary files that a killed writer left in a run directory (whole files are never touched)."""
+    removed = []
+    for folder in (Path(path), Path(path) / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

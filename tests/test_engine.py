@@ -753,36 +753,16 @@ def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
     assert torch.equal(checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]["w"], torch.zeros(3))
 
 
-def test_background_writer_throttles_a_path_but_flush_writes_the_newest(tmp_path):
-    writer = runs.BackgroundWriter(min_interval=60.0)
-    target = tmp_path / "last.pt"
-    writer.submit(target, lambda f: f.write(b"epoch 1"))
-    deadline = time.time() + 10
-    while not target.exists() and time.time() < deadline:
-        time.sleep(0.01)
-    assert target.read_bytes() == b"epoch 1"  # the first version goes out at once
-    writer.submit(target, lambda f: f.write(b"epoch 2"))
-    writer.submit(target, lambda f: f.write(b"epoch 3"))
-    time.sleep(0.2)
-    assert target.read_bytes() == b"epoch 1"  # within the interval: held back, not written twice
-    writer.flush()
-    assert target.read_bytes() == b"epoch 3"  # flush (end of run, interrupt) writes the newest
-    writer.close()
-
-
-@pytest.mark.parametrize("interval", [0.0, 3600.0])
-def test_last_pt_is_copied_once_per_interval_and_always_after_the_final_epoch(tmp_path, interval):
-    run_dir = runs.create_run_dir(tmp_path, "interval", tmp_path / "run")
+def test_last_pt_is_saved_after_every_epoch(tmp_path):
+    run_dir = runs.create_run_dir(tmp_path, "every", tmp_path / "run")
     run = runs.Run(run_dir, False, checkpoint.write)
-    run.checkpoint_interval = interval
     saved: list[tuple[str, int]] = []
     original = run.save_checkpoint
     run.save_checkpoint = lambda name, state: (saved.append((name, state["epoch"])), original(name, state))[1]
     res = run_fit(one_weight_model(), ES_TRAIN, ES_VAL, lr=0.5, epochs=12, early_stopping=False, save_best=False,
                   save_last=True, run=run)
     run.close()
-    lasts = [epoch for name, epoch in saved if name == "last"]
-    assert lasts == (list(range(1, 13)) if interval == 0 else [1, 12])  # first epoch, then the final one
+    assert [epoch for name, epoch in saved if name == "last"] == list(range(1, 13))
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == res.epochs_run == 12
 
 

@@ -351,6 +351,56 @@ def observe_progress(spec: Spec, work: Path) -> dict[str, Any]:
     return {"printed": buf.getvalue()}
 
 
+def observe_last_saves(spec: Spec, work: Path) -> dict[str, Any]:
+    """When last.pt is written: (completed epochs, batch within the next epoch or None at an epoch's end)."""
+    from mlptrain import runs
+
+    saves: list[tuple[int, Optional[int]]] = []
+    original = runs.Run.save_checkpoint
+
+    def spy(self, name, state):  # noqa: ANN001
+        if name == "last":
+            position = state["resume"]["position"]
+            saves.append((state["epoch"], None if position is None else position["batch"]))
+        return original(self, name, state)
+
+    runs.Run.save_checkpoint = spy
+    try:
+        observe_fit(spec, work)
+    finally:
+        runs.Run.save_checkpoint = original
+    return {"saves": saves}
+
+
+def observe_nan(spec: Spec, work: Path) -> dict[str, Any]:
+    """A run whose third training batch has a NaN loss: the refusal, or how many batches were skipped."""
+    original = pipeline.build
+    calls = [0]
+
+    def build(*args, **kwargs):  # noqa: ANN002, ANN003
+        built = original(*args, **kwargs)
+        loss_fn = built.loss_fn
+
+        def poisoned(logits, y):  # noqa: ANN001
+            loss = loss_fn(logits, y)
+            if torch.is_grad_enabled():
+                calls[0] += 1
+                if calls[0] == 3:
+                    return loss * float("nan")
+            return loss
+
+        built.loss_fn = poisoned
+        return built
+
+    pipeline.build = build
+    try:
+        return {"outcome": observe_fit(spec, work)["history"][0].get("train/skipped_batches")}
+    except MlptrainError as exc:
+        return {"outcome": f"refused: {exc}"}
+    finally:
+        pipeline.build = original
+
+
 def observe_run_path(spec: Spec, work: Path) -> dict[str, Any]:
     """Where `mlptrain fit` (no --run-dir) creates the run directory."""
     path = pipeline.start_run(spec, None, None)
@@ -528,6 +578,8 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
                                                    train__early_stopping__mode="max", **NO_ES),
     "train.checkpoint.save_best": C(True, False, F, ("files", "checkpoint")),
     "train.checkpoint.save_last": C(True, False, F, "files", train__early_stopping__restore_best_weights=False),
+    "train.checkpoint.every_steps": C(None, 2, observe_last_saves, "saves", train__batch_size=16, **NO_ES),
+    "train.on_nan": C("stop", "skip_batch", observe_nan, "outcome", train__batch_size=16, **NO_ES),
     # logging ------------------------------------------------------------------------------------
     "logging.runs_dir": C("@runs", "@elsewhere", observe_run_path, "root"),
     "logging.tensorboard": C(False, True, F, "event_files"),

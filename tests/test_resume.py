@@ -1,0 +1,351 @@
+"""Exact resume: a run stopped at any step and resumed ends bit-identical to the run never stopped.
+
+Runs are stopped the way users stop them: a real SIGINT/SIGTERM sent to this process while the
+engine trains (the pipeline's handler asks the loop to save last.pt and return), or SIGKILL to a
+``mlptrain`` child process at random moments (tests/test_resume.py::test_sigkill...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+import torch
+
+from mlptrain import checkpoint, pipeline, runs
+from mlptrain.cli import main
+from mlptrain.config import validate_dict
+from mlptrain.errors import ConfigError, Interrupted, RunDirError
+
+BLOBS = {"name": "blobs", "n_samples": 300, "n_classes": 3, "n_features": 4, "noise": 1.5, "seed": 2}
+
+SGD_MOMENTUM = {
+    "data": BLOBS,
+    "model": {"hidden": [16, 16], "activation": "tanh"},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True},
+    "train": {"epochs": 6, "batch_size": 32, "seed": 4, "early_stopping": {"enabled": False}},
+    "logging": {"progress": "none", "step_every": 3, "histograms_every": 2},
+}
+ADAM_SCHEDULE_DROPOUT = {
+    "data": BLOBS,
+    "model": {"hidden": [32, 32], "dropout": 0.3, "input_dropout": 0.1},
+    "augment": {"noise": 0.05},
+    "optimizer": {"name": "adam", "lr": 0.01},
+    "scheduler": {"name": "cosine", "interval": "step", "warmup": 5},
+    "train": {"epochs": 7, "batch_size": 24, "seed": 9, "early_stopping": {"patience": 2, "monitor": "val/accuracy"}},
+    "logging": {"progress": "none", "step_every": 4, "histograms_every": 3},
+}
+PLATEAU_EARLY_STOP = {
+    "data": BLOBS,
+    "model": {"hidden": [16], "norm": "batch"},
+    "optimizer": {"name": "rmsprop", "lr": 0.02, "momentum": 0.5},
+    "scheduler": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5},
+    "train": {"epochs": 12, "batch_size": 50, "seed": 1, "early_stopping": {"patience": 3}},
+    "logging": {"progress": "none", "step_every": 1},
+}
+
+
+class SignalAt:
+    """Progress that sends a real signal to this process once training has done ``step`` steps (of the whole run)."""
+
+    def __init__(self, step: int, signum: int = signal.SIGINT):
+        self.step, self.signum, self.done = step, signum, 0
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
+
+    def advance(self, steps: int, loss: Optional[float]) -> None:
+        before, self.done = self.done, self.done + steps
+        if before < self.step <= self.done:
+            os.kill(os.getpid(), self.signum)
+
+    def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None: ...
+
+
+def _spec(raw: dict[str, Any], tmp_path: Path):
+    return validate_dict({**raw, "logging": {**raw["logging"], "runs_dir": str(tmp_path / "runs")}}, "test")
+
+
+def _run(raw: dict[str, Any], tmp_path: Path, name: str, progress: Any = None) -> pipeline.FitOutcome:
+    spec = _spec(raw, tmp_path)
+    path = pipeline.start_run(spec, None, tmp_path / name)
+    return pipeline.train(spec, path, "cpu", progress)
+
+
+def _resume(path: Path, overrides: list[str] = (), progress: Any = None) -> pipeline.FitOutcome:
+    spec, state = pipeline.load_resume(path, list(overrides))
+    return pipeline.resume(path, spec, state, "cpu", progress)
+
+
+def _interrupted(raw: dict[str, Any], tmp_path: Path, name: str, step: int, signum: int = signal.SIGINT) -> Path:
+    with pytest.raises(Interrupted) as exc:
+        _run(raw, tmp_path, name, SignalAt(step, signum))
+    assert exc.value.exit_code == 128 + signum
+    assert f"mlptrain resume {tmp_path / name}" in str(exc.value)
+    assert not (tmp_path / name / "summary.json").exists()  # the run is not complete
+    return tmp_path / name
+
+
+def _tensors(state: Any) -> list[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for k in sorted(state, key=str) for t in _tensors(state[k])]
+    if isinstance(state, (list, tuple)):
+        return [t for v in state for t in _tensors(v)]
+    return []
+
+
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every TensorBoard scalar event of a run directory, all event files together, in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for f in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(f)).Load():
+            for v in event.summary.value:
+                value = v.simple_value if v.HasField("simple_value") else float(torch.tensor(0.0))
+                if v.HasField("tensor") and v.tensor.float_val:
+                    value = v.tensor.float_val[0]
+                out.setdefault(v.tag, []).append((event.step, value))
+    return out
+
+
+def assert_same_run(a: Path, b: Path, outcome_a: pipeline.FitOutcome, outcome_b: pipeline.FitOutcome) -> None:
+    """Bit-identical weights, optimizer state and metrics; the same rows and TensorBoard steps, none twice."""
+    assert outcome_a.metrics == outcome_b.metrics
+    for name in ("best", "last"):
+        pa, pb = a / "checkpoints" / f"{name}.pt", b / "checkpoints" / f"{name}.pt"
+        assert pa.exists() == pb.exists()
+        if pa.exists():
+            sa, sb = checkpoint.load(pa), checkpoint.load(pb)
+            assert sa["model"].keys() == sb["model"].keys()
+            assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+            assert sa["epoch"] == sb["epoch"] and sa["step"] == sb["step"] and sa["metrics"] == sb["metrics"]
+            if name == "last":
+                ta, tb = _tensors(sa["optimizer"]), _tensors(sb["optimizer"])
+                assert len(ta) == len(tb) and all(torch.equal(x, y) for x, y in zip(ta, tb))
+                assert sa["optimizer"]["param_groups"] == sb["optimizer"]["param_groups"]
+    drop = ("epoch_seconds",)
+    rows_a = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(a)]
+    rows_b = [{k: v for k, v in r.items() if k not in drop} for r in runs.read_metrics(b)]
+    assert rows_a == rows_b
+    ev_a, ev_b = _scalars(a), _scalars(b)
+    timing = ("time/epoch_seconds",)
+    assert sorted(ev_a) == sorted(ev_b)
+    for tag in ev_a:
+        steps_b = [s for s, _ in ev_b[tag]]
+        assert len(steps_b) == len(set(steps_b)), f"{tag}: a step logged twice"
+        assert sorted(steps_b) == [s for s, _ in ev_a[tag]], f"{tag}: steps missing or extra"
+        if tag not in timing and not tag.startswith("hparam"):
+            assert sorted(ev_b[tag]) == ev_a[tag], tag
+    sa, sb = outcome_a.summary, outcome_b.summary
+    for key in ("best_epoch", "best_value", "epochs_run", "stopped_early", "steps", "final_weights", "metrics"):
+        assert sa[key] == sb[key], key
+
+
+@pytest.mark.parametrize(
+    "raw, stops",
+    [
+        (SGD_MOMENTUM, [13]),  # mid-epoch (7 steps an epoch)
+        (SGD_MOMENTUM, [10, 27, 28, 38]),  # 28: an epoch's last step; stopped four times
+        (ADAM_SCHEDULE_DROPOUT, [9, 30]),
+        (PLATEAU_EARLY_STOP, [7, 21]),  # ReduceLROnPlateau state, BatchNorm buffers, early stopping counters
+    ],
+    ids=["sgd-momentum-mid-epoch", "sgd-momentum-4-stops", "adam-cosine-dropout-augment", "rmsprop-plateau-early-stop"],
+)
+def test_a_stopped_and_resumed_run_is_bit_identical_to_one_never_stopped(raw, stops, tmp_path):
+    whole = _run(raw, tmp_path, "whole")
+    path = _interrupted(raw, tmp_path, "stopped", stops[0])
+    for at in stops[1:]:  # each resume is stopped again (a resumed run's progress starts where it stopped)
+        with pytest.raises(Interrupted):
+            _resume(path, progress=SignalAt(at))
+    resumed = _resume(path)
+    assert_same_run(whole.run_dir, path, whole, resumed)
+
+
+def test_sigterm_stops_like_sigint_with_exit_code_143(tmp_path):
+    whole = _run(SGD_MOMENTUM, tmp_path, "whole")
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 15, signal.SIGTERM)
+    assert_same_run(whole.run_dir, path, whole, _resume(path))
+
+
+def test_signal_handlers_are_restored_after_training(tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _run(SGD_MOMENTUM, tmp_path, "whole")
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_mid_epoch_checkpoint_records_the_permutation_and_position(tmp_path):
+    raw = {**SGD_MOMENTUM, "logging": {**SGD_MOMENTUM["logging"], "step_every": 1}}
+    path = _interrupted(raw, tmp_path, "stopped", 11)  # 7 steps an epoch: the 4th batch of epoch 2
+    state = checkpoint.load(path / "checkpoints" / "last.pt")
+    position = state["resume"]["position"]
+    assert state["step"] == 11 and state["epoch"] == 1
+    assert position["epoch"] == 2 and position["batch"] == 4 and position["sums"]["seen"] == 4 * 32
+    assert sorted(position["order"].tolist()) == list(range(210))  # the epoch's permutation of the training rows
+
+
+def test_extending_a_complete_run_equals_training_longer_at_once(tmp_path):
+    longer = {**SGD_MOMENTUM, "train": {**SGD_MOMENTUM["train"], "epochs": 9}}
+    whole = _run(longer, tmp_path, "whole")
+    short = _run(SGD_MOMENTUM, tmp_path, "short")
+    with pytest.raises(RunDirError, match="complete, all 6 epochs ran.*--set train.epochs=12"):
+        pipeline.load_resume(short.run_dir, [])
+    extended = _resume(short.run_dir, ["train.epochs=9"])
+    assert extended.metrics == whole.metrics
+    assert extended.summary["epochs_run"] == 9 and extended.summary["status"] == "complete"
+
+
+def test_a_resumed_run_keeps_its_config_but_for_how_long_and_where(tmp_path):
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 5)
+    with pytest.raises(ConfigError, match=r"optimizer.lr: the run was trained with 0.05, not 0.1.*train.epochs"):
+        pipeline.load_resume(path, ["optimizer.lr=0.1"])
+    with pytest.raises(ConfigError, match="unknown key 'train.epoch'; did you mean 'epochs'"):
+        pipeline.load_resume(path, ["train.epoch=3"])
+    spec, _ = pipeline.load_resume(path, ["train.epochs=8", "logging.progress=plain"])
+    assert spec.train.epochs == 8
+
+
+def test_resume_refuses_a_directory_without_last_pt(tmp_path):
+    raw = {**SGD_MOMENTUM, "train": {**SGD_MOMENTUM["train"], "checkpoint": {"save_last": False}}}
+    with pytest.raises(Interrupted, match="save_last is off, so there is nothing to resume from"):
+        _run(raw, tmp_path, "nolast", SignalAt(3))
+    with pytest.raises(RunDirError, match="no checkpoints/last.pt to resume from"):
+        pipeline.load_resume(tmp_path / "nolast", [])
+    with pytest.raises(RunDirError, match="no such run directory"):
+        pipeline.load_resume(tmp_path / "nowhere", [])
+
+
+def test_resume_after_early_stopping_says_how_to_go_on(tmp_path):
+    raw = {**PLATEAU_EARLY_STOP, "train": {**PLATEAU_EARLY_STOP["train"], "epochs": 60,
+                                             "early_stopping": {"patience": 1, "min_delta": 0.05}}}
+    done = _run(raw, tmp_path, "stopped")
+    assert done.summary["stopped_early"]
+    with pytest.raises(RunDirError, match=r"stopped early at epoch \d+ .*train.early_stopping.patience=2"):
+        pipeline.load_resume(done.run_dir, [])
+    again = _resume(done.run_dir, ["train.early_stopping.patience=2"])
+    assert again.summary["epochs_run"] > done.summary["epochs_run"]
+
+
+def test_resume_refuses_data_that_changed(tmp_path):
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 5)
+    last = path / "checkpoints" / "last.pt"
+    state = checkpoint.load(last)
+    state["class_names"] = ["a", "b", "c"]
+    checkpoint.save(last, {k: v for k, v in state.items() if k not in ("format", "format_version")})
+    with pytest.raises(Exception, match="the data changed since this run started"):
+        _resume(path)
+
+
+def test_nan_stop_keeps_the_last_good_checkpoint_and_names_epoch_and_step(tmp_path):
+    raw = {**SGD_MOMENTUM, "optimizer": {"name": "sgd", "lr": 1e6}, "model": {"hidden": [16], "activation": "relu"}}
+    raw["data"] = {"name": "sine", "n_samples": 300, "noise": 0.1}
+    from mlptrain.errors import TrainingError
+
+    with pytest.raises(TrainingError) as exc:
+        _run(raw, tmp_path, "nan")
+    msg = str(exc.value)
+    assert "epoch 1, step" in msg and "learning rate" in msg and "\n" not in msg
+    assert not (tmp_path / "nan" / "checkpoints" / "last.pt").exists()  # diverged in epoch 1: nothing good to keep
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the real command line, as users do it.
+
+CLI_CONFIG = """\
+data: {name: blobs, n_samples: 3000, n_classes: 3, n_features: 8, noise: 2.0, seed: 5}
+model: {hidden: [64, 64], dropout: 0.2}
+optimizer: {name: adam, lr: 0.003}
+train: {epochs: %(epochs)d, batch_size: 16, seed: 3, early_stopping: {enabled: false}, checkpoint: {every_steps: 7}}
+logging: {progress: plain, tensorboard: true, histograms_every: 0}
+"""
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlptrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for_epoch(proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Read stdout until the first per-epoch line (training is under way)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("epoch "):
+            return
+    raise AssertionError(f"no epoch line from {proc.args}: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory):
+    """The uninterrupted run the interrupted ones must match."""
+    tmp = tmp_path_factory.mktemp("reference")
+    cfg = tmp / "c.yaml"
+    cfg.write_text(CLI_CONFIG % {"epochs": 25})
+    assert main(["fit", str(cfg), "--run-dir", str(tmp / "run")]) == 0
+    return cfg, tmp / "run"
+
+
+def test_ctrl_c_then_resume_ends_with_the_same_metrics(cli_reference, tmp_path, capsys):
+    cfg, reference = cli_reference
+    run_dir = tmp_path / "run"
+    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)])
+    _wait_for_epoch(proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"saved {run_dir / 'checkpoints' / 'last.pt'}; resume with: mlptrain resume {run_dir}" in err
+    assert "Traceback" not in err
+    capsys.readouterr()
+    assert main(["resume", str(run_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming at step" in printed
+    a = json.loads((reference / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["steps"] == b["steps"]
+    assert checkpoint.sha256(reference / "checkpoints" / "best.pt") != ""  # recorded hashes are real files' hashes
+    assert b["checkpoints"]["best"]["sha256"] == checkpoint.sha256(run_dir / "checkpoints" / "best.pt")
+
+
+def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends_identical(cli_reference, tmp_path):
+    cfg, reference = cli_reference
+    run_dir = tmp_path / "run"
+    rng = random.Random(20261124)
+    saved: list[tuple[int, bool]] = []  # (step, mid-epoch) of last.pt after each kill
+    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)])
+    while len(saved) < 6:
+        _wait_for_epoch(proc)
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+        for pt in (run_dir / "checkpoints").glob("*.pt"):
+            checkpoint.load(pt)  # every checkpoint on disk is whole
+        last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+        saved.append((last["step"], last["resume"]["position"] is not None))
+        proc = _start(["resume", str(run_dir)])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    steps = [s for s, _ in saved]
+    assert steps == sorted(set(steps)) and any(mid for _, mid in saved)  # progress each time, some mid-epoch
+    a = json.loads((reference / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    assert a["metrics"] == b["metrics"] and a["steps"] == b["steps"]
+    tags = _scalars(run_dir)
+    for tag, events in tags.items():
+        steps = [s for s, _ in events]
+        assert len(steps) == len(set(steps)), f"{tag}: a step logged twice"
+    assert sorted(s for s, _ in tags["train/loss"]) == list(range(1, 26))
+    assert not list(run_dir.rglob(".*.tmp"))
