@@ -55,6 +55,11 @@ def atomic_write(path: Path, data: Union[bytes, Callable[[BinaryIO], Any]]) -> N
         os.close(dir_fd)
 
 
+def write_error(path: Path, exc: OSError, hint: str = "") -> RunDirError:
+    """A failed write (full disk, lost permission) as one line: the file, the reason, what to do."""
+    return RunDirError(f"{path}: cannot be written ({exc.strerror or exc}); free disk space or fix permissions{hint}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, text.encode("utf-8"))
 
@@ -64,7 +69,8 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
     if run_dir is not None:
         path = Path(run_dir)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunDirError(f"--run-dir {path}: already exists and is not empty; pick a new directory")
+            hint = f" (to go on with that run: mlptrain resume {path})" if (path / "checkpoints" / "last.pt").is_file() else ""
+            raise RunDirError(f"--run-dir {path}: already exists and is not empty; pick a new directory{hint}")
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -125,7 +131,8 @@ class BackgroundWriter:
     the run, not vanish in a thread).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hint: str = "") -> None:
+        self.hint = hint  # appended to a failed write's message: how to go on
         self._pending: dict[Path, Callable[[BinaryIO], Any]] = {}
         self._busy = False
         self._error: Optional[BaseException] = None
@@ -155,6 +162,8 @@ class BackgroundWriter:
             try:
                 atomic_write(path, payload)
             except BaseException as exc:  # reported to the training thread by flush/submit
+                if isinstance(exc, OSError):
+                    exc = write_error(path, exc, self.hint)
                 with self._cond:
                     self._error = self._error or exc
             finally:
@@ -211,7 +220,8 @@ class Run:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = list(rows)
         self._write_checkpoint = write_checkpoint
-        self._writer = BackgroundWriter()
+        # the previous version of every file stays whole, so a failed write leaves the run resumable
+        self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}")
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.logged = logged or {}
         self.writer = None
@@ -221,7 +231,10 @@ class Run:
             self.writer = SummaryWriter(log_dir=str(self.path))
 
     def write_config(self, text: str) -> None:
-        atomic_write_text(self.path / "config.yaml", text)
+        try:
+            atomic_write_text(self.path / "config.yaml", text)
+        except OSError as exc:
+            raise write_error(self.path / "config.yaml", exc) from None
 
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
@@ -291,7 +304,10 @@ class Run:
             self.writer.add_scalar(tag, value)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+        try:
+            atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+        except OSError as exc:
+            raise write_error(self.path / "summary.json", exc, self._writer.hint) from None
 
     def flush(self) -> None:
         """Wait until every queued file is on disk (checkpoints included)."""

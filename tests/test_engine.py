@@ -738,7 +738,7 @@ def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_pat
     assert target.read_text() == "version 49"
     assert not [p for p in tmp_path.iterdir() if p.name != "f.txt"]  # no temporary files left behind
     writer.submit(tmp_path / "missing-dir" / "x.txt", lambda f: f.write(b"x"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(RunDirError, match="missing-dir/x.txt: cannot be written"):
         writer.flush()
     writer.close()
 

@@ -349,3 +349,64 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
         assert len(steps) == len(set(steps)), f"{tag}: a step logged twice"
     assert sorted(s for s, _ in tags["train/loss"]) == list(range(1, 26))
     assert not list(run_dir.rglob(".*.tmp"))
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_leaves_it_resumable(tmp_path, monkeypatch):
+    whole = _run(SGD_MOMENTUM, tmp_path, "whole")
+    real = runs.atomic_write
+    writes = {"n": 0}
+
+    def full_disk(path, data):  # noqa: ANN001
+        if Path(path).name == "last.pt":
+            writes["n"] += 1
+            if writes["n"] > 2:
+                raise OSError(28, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write", full_disk)
+    with pytest.raises(RunDirError) as exc:
+        _run(SGD_MOMENTUM, tmp_path, "full")
+    path = tmp_path / "full"
+    msg = str(exc.value)
+    assert "last.pt: cannot be written (No space left on device)" in msg and f"mlptrain resume {path}" in msg
+    assert "\n" not in msg
+    assert checkpoint.load(path / "checkpoints" / "last.pt")["epoch"] == 2  # the last good one, whole
+    assert not list((path / "checkpoints").glob(".*.tmp"))
+    monkeypatch.setattr(runs, "atomic_write", real)  # space freed
+    assert_same_run(whole.run_dir, path, whole, _resume(path))
+
+
+def test_fit_into_an_existing_run_dir_points_at_resume(tmp_path):
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 5)
+    with pytest.raises(RunDirError, match=f"already exists and is not empty.*mlptrain resume {path}"):
+        pipeline.start_run(_spec(SGD_MOMENTUM, tmp_path), None, path)
+
+
+def test_eval_warns_when_a_checkpoint_differs_from_the_hash_its_run_recorded(tmp_path, capsys):
+    done = _run(SGD_MOMENTUM, tmp_path, "run")
+    best = done.run_dir / "checkpoints" / "best.pt"
+    recorded = json.loads((done.run_dir / "summary.json").read_text())["checkpoints"]
+    assert recorded["best"]["sha256"] == checkpoint.sha256(best) and recorded["best"]["format_version"] == 2
+    assert main(["eval", str(best)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    state = checkpoint.load(best)
+    state["model"] = {k: v + 1 for k, v in state["model"].items()}
+    checkpoint.save(best, {k: v for k, v in state.items() if k not in ("format", "format_version")})
+    assert main(["eval", str(best)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {best}: its SHA-256 differs from the one" in err and "summary.json" in err
+
+
+def test_a_second_ctrl_c_exits_at_once_and_leaves_whole_checkpoints(cli_reference, tmp_path):
+    cfg, _ = cli_reference
+    run_dir = tmp_path / "run"
+    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)])
+    _wait_for_epoch(proc)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    for pt in (run_dir / "checkpoints").glob("*.pt"):
+        checkpoint.load(pt)
+    spec, state = pipeline.load_resume(run_dir, [])  # still resumable
+    assert state["step"] > 0
