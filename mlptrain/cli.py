@@ -85,7 +85,7 @@ class BarProgress:
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task("fit", total=steps * epochs, epoch=f"1/{epochs}", loss="-", metric="")
+            self.task = self.bar.add_task("fit", total=steps * epochs, epoch=f"{epoch}/{epochs}", loss="-", metric="")
         self.bar.update(self.task, epoch=f"{epoch}/{epochs}")
 
     def advance(self, steps: int, loss: Optional[float]) -> None:
