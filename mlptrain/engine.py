@@ -306,7 +306,7 @@ def fit(
         seconds_before, val_seconds = r["seconds"]["train"] + r["seconds"]["val"], r["seconds"]["val"]
         set_rng_state(r["rng"], generators)
 
-    def state(at: Optional[dict[str, Any]], finished: bool = False) -> dict[str, Any]:
+    def state(at: Optional[dict[str, Any]], finished: bool = False, stopped_early: bool = False) -> dict[str, Any]:
         """The checkpoint of this moment: weights, optimizer, early stopping, counters, RNGs, position."""
         return {
             "model": model.state_dict(),
@@ -325,7 +325,8 @@ def fit(
                 "rng": rng_state(generators),
                 "seconds": {"train": time.perf_counter() - start - val_seconds, "val": val_seconds},
                 "skipped": skipped,
-                "finished": finished,
+                "finished": finished,  # the last epoch ran, or early stopping ended the run
+                "stopped_early": stopped_early,
             },
         }
 
@@ -333,7 +334,10 @@ def fit(
     start = time.perf_counter() - seconds_before
     model.train()
     epoch = resumed_at = done_epochs
-    for epoch in range(done_epochs + 1, loop.epochs + 1):
+    # A resumed run that had ended (its last epoch, or early stopping) trains on only if given more
+    # epochs or patience; otherwise only what follows the loop (restoring the best weights) remains.
+    ended = position is None and (done_epochs >= loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience)))
+    for epoch in range(done_epochs + 1, loop.epochs + 1 if not ended else 0):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         epoch_start = time.perf_counter()
         window_buf = torch.zeros(loop.step_every, device=device, dtype=torch.float64)  # this window's step losses
@@ -451,7 +455,7 @@ def fit(
                 run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
                                              "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode}})
             if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
-                run.save_checkpoint("last", state(None, finished=final))
+                run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs))
         progress.end_epoch(epoch, values, improved)
         if final and epoch < loop.epochs:
             stopped = True
@@ -460,6 +464,8 @@ def fit(
             halted = True
             break
 
+    if resume is not None and epoch == resumed_at:  # nothing left to train: the run ended before its summary
+        stopped = resume["resume"]["stopped_early"]
     seconds = time.perf_counter() - start - val_seconds
     if halted:  # last.pt holds the position; the weights stay as trained so far
         return FitResult(best_epoch, best, done_epochs, False, seconds, step, history, val_seconds,

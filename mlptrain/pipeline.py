@@ -369,11 +369,12 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
         )
     done, bad = state["epoch"], state["resume"]["bad_epochs"]
     es = spec.train.early_stopping
-    if state["resume"]["position"] is None and done >= spec.train.epochs:
+    at_end = state["resume"]["position"] is None and (run_dir / "summary.json").is_file()  # else: finish it
+    if at_end and done >= spec.train.epochs:
         raise RunDirError(
             f"{run_dir}: complete, all {done} epochs ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
         )
-    if state["resume"]["position"] is None and es.enabled and bad >= max(1, es.patience):
+    if at_end and es.enabled and bad >= max(1, es.patience):
         raise RunDirError(
             f"{run_dir}: stopped early at epoch {done} ({bad} epochs without improvement); to go on: "
             f"mlptrain resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"

@@ -410,3 +410,17 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_whole_checkpoints(cli_referenc
         checkpoint.load(pt)
     spec, state = pipeline.load_resume(run_dir, [])  # still resumable
     assert state["step"] > 0
+
+
+def test_a_run_stopped_after_its_last_epoch_but_before_its_summary_is_finished_by_resume(tmp_path):
+    raw = {**PLATEAU_EARLY_STOP, "train": {**PLATEAU_EARLY_STOP["train"], "epochs": 60,
+                                             "early_stopping": {"patience": 1, "min_delta": 0.05}}}
+    whole = _run(raw, tmp_path, "whole")
+    assert whole.summary["stopped_early"]
+    cut = tmp_path / "cut"
+    _run(raw, tmp_path, "cut")
+    (cut / "summary.json").unlink()  # as if Ctrl-C had come during the final evaluation
+    finished = _resume(cut)
+    assert finished.metrics == whole.metrics
+    for key in ("best_epoch", "epochs_run", "stopped_early", "steps", "final_weights"):
+        assert finished.summary[key] == whole.summary[key], key
