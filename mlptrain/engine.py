@@ -199,6 +199,11 @@ def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def _run_over(loop: Loop, epoch: int, bad_epochs: int) -> bool:
+    """Whether training ends after ``epoch``: the last epoch, or patience used up (Keras's rule)."""
+    return epoch >= loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience))
+
+
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite (``train.on_nan: stop``, or every batch of an epoch skipped)."""
 
@@ -336,7 +341,7 @@ def fit(
     epoch = resumed_at = done_epochs
     # A resumed run that had ended (its last epoch, or early stopping) trains on only if given more
     # epochs or patience; otherwise only what follows the loop (restoring the best weights) remains.
-    ended = position is None and (done_epochs >= loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience)))
+    ended = position is None and _run_over(loop, done_epochs, bad_epochs)
     for epoch in range(done_epochs + 1, loop.epochs + 1 if not ended else 0):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         epoch_start = time.perf_counter()
@@ -440,7 +445,7 @@ def fit(
                 best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        final = epoch == loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience))
+        final = _run_over(loop, epoch, bad_epochs)
         schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
         if not loop.schedule_per_step:
             schedule.step()
