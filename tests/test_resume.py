@@ -424,3 +424,18 @@ def test_a_run_stopped_after_its_last_epoch_but_before_its_summary_is_finished_b
     assert finished.metrics == whole.metrics
     for key in ("best_epoch", "epochs_run", "stopped_early", "steps", "final_weights"):
         assert finished.summary[key] == whole.summary[key], key
+
+
+def test_fit_resume_is_resume_and_fit_needs_a_config_otherwise(tmp_path, capsys):
+    whole = _run(SGD_MOMENTUM, tmp_path, "whole")
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 17)
+    assert main(["fit", "--resume", str(path), "--run-dir", str(tmp_path / "x")]) == 2
+    assert "a resumed run stays in its own directory" in capsys.readouterr().err
+    assert main(["fit", "--resume", str(path), "--set", "train.epochs=6"]) == 0
+    assert json.loads((path / "summary.json").read_text())["metrics"] == whole.metrics
+    capsys.readouterr()
+    assert main(["fit"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "give the YAML spec to train (or --resume RUN_DIR)" in err
+    assert main(["resume", str(path)]) == 5
+    assert f"complete, all 6 epochs ran; to train longer: mlptrain resume {path} --set train.epochs=12" in capsys.readouterr().err
