@@ -10,6 +10,7 @@ to hold exactly these names.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args
 
@@ -469,6 +470,16 @@ class Spec(Section):
 # Loading: YAML -> dict -> overrides -> Spec, every failure a one-line ConfigError.
 
 
+YAML_TAG = "tag:yaml.org,2002:"
+PYTHON_TAG = YAML_TAG + "python/"  # !!python/object/apply:os.system [...] and friends: unsafe_load would run them
+
+
+def _unknown_tag(problem: str) -> Optional[str]:
+    """The tag in safe_load's "could not determine a constructor for the tag '...'" (None for other problems)."""
+    match = re.search(r"constructor for the tag '([^']*)'", problem)
+    return match.group(1) if match else None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``."""
     if not path.is_file():
@@ -479,6 +490,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = _unknown_tag(problem) if isinstance(exc, yaml.constructor.ConstructorError) else None
+        if tag is not None and tag.startswith(PYTHON_TAG):
+            raise ConfigError(
+                f"{path}:{where}: Python tags are not allowed (!!{tag[len(YAML_TAG):]}): a config holds plain data, "
+                "never Python objects or calls; remove the tag and write the value itself"
+            ) from None
+        if tag is not None:
+            raise ConfigError(f"{path}:{where}: unknown YAML tag '{tag}'; remove it and write the value itself") from None
         raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; give a YAML config") from None
