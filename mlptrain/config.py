@@ -461,8 +461,13 @@ class Spec(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not value or "/" in value or "\\" in value or value in (".", "..")):
-            raise ValueError(f"name must be a plain directory name, got '{value}'")
+        if value is not None and (
+            not value.strip() or "/" in value or "\\" in value or value in (".", "..") or not value.isprintable()
+        ):
+            raise ValueError(
+                f"name must be a plain directory name (no '/', '\\', '..' or control characters), got {value!r}; "
+                "runs go to <logging.runs_dir>/<name>/: pick a name like 'exp1'"
+            )
         return value
 
 
@@ -530,7 +535,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 child = node[part] = {"name": child}
             elif not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {item!r}: '{where}' is a value ({child!r}), not a section with keys")
+                raise ConfigError(
+                    f"--set {item!r}: '{where}' is a value ({child!r}), not a section with keys; set it as a whole: --set {where}=VALUE"
+                )
             node = child
         node[parts[-1]] = value
     return raw
@@ -557,9 +564,18 @@ def _flatten(annotation: Any) -> list[Any]:
     return out
 
 
+def _location(err: dict[str, Any]) -> tuple[Any, ...]:
+    """The key path of an error without pydantic's union/shorthand branch markers ("ActivationSpec", "list[...]")."""
+    return tuple(p for p in err["loc"] if not isinstance(p, str) or not (p[:1].isupper() or "[" in p))
+
+
+# A union branch that failed only because the value has the other branch's shape ("a valid list" when a
+# dict was given): noise beside the errors inside the branch that fits.
+_SHAPE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "list_type"}
+
+
 def _format_error(err: dict[str, Any]) -> str:
-    # Drop pydantic's union/shorthand branch markers ("ActivationSpec", "list[...]", "function-before[...]").
-    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p[:1].isupper() or "[" in p))
+    loc = _location(err)
     path = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         model = _model_at(loc)
@@ -585,6 +601,9 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
     except ValidationError as exc:
         errors = exc.errors()
         # A union (one activation or a list) reports each branch; keep the most specific one per path.
+        locs = [_location(err) for err in errors]
+        deeper = {loc[:i] for loc in locs for i in range(len(loc))}  # paths with an error below them
+        errors = [err for err, loc in zip(errors, locs) if not (err["type"] in _SHAPE_ERRORS and loc in deeper)]
         seen: dict[str, str] = {}
         for err in errors:
             text = _format_error(err)
