@@ -140,7 +140,10 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
     keys = [str(v.item() if hasattr(v, "item") else v) for v in raw]
     unknown = sorted({k for k in keys if k not in index})
     if unknown:
-        raise DataError(f"{source}: labels {unknown[:5]} were not seen in training; known classes: {', '.join(names)}")
+        raise DataError(
+            f"{source}: labels {unknown[:5]} were not seen in training; known classes: {', '.join(names)}; "
+            "remove those rows, or retrain on data that has them"
+        )
     codes = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
     if task == "binary":
         return codes.astype(np.float32)[:, None]
@@ -265,7 +268,10 @@ def prepare(
     if task in ("binary", "multiclass") and fresh:
         names = _class_names(main, task)
         if len(names) < 2:
-            raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least two")
+            raise DataError(
+                f"{source}: the target has a single class ({names[0]}); classification needs at least two: check that "
+                "data.target names the label column, or add rows of other classes"
+            )
         if task == "binary" and len(names) != 2:
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
     rows = {"train": main, "val": None, "test": None}
@@ -342,7 +348,10 @@ def prepare(
             x = encoded[name] if name in encoded else _tab.encode(table.frame, encoder, where, name)
         else:
             if table.x.shape[1] != len(state["feature_names"]):
-                raise DataError(f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
+                raise DataError(
+                    f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}; "
+                    "give it the training file's columns"
+                )
             x = table.x
         return Split(apply_scaler(x, state["scaler"]), encode_targets(table.y, task, state, where))
 
@@ -386,7 +395,12 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
         # arrays for a csv/parquet model hold the encoded inputs (one-hot columns included)
         width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
         if table.x.shape[1] != width:
-            raise DataError(f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}")
+            names = state["tabular"]["encoded_names"] if "tabular" in state else state["feature_names"]
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise DataError(
+                f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}; "
+                f"give exactly its {width} inputs, in training order ({shown})"
+            )
         x = apply_scaler(table.x, state["scaler"])
     has_y = table.y.size > 0 and (table.y.ndim == 1 or table.y.shape[1] > 0)
     if need_target and not has_y:
