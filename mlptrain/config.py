@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, Sequence, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, DataError
 
 ActivationName = Literal[
     "sigmoid", "tanh", "hardtanh", "softsign", "relu", "leaky_relu", "prelu", "abs",
@@ -406,6 +406,14 @@ class TrainSpec(Section):
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default the cores this process may use.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints kept.")
+
+    def check_rows(self, n_train: int) -> None:
+        """drop_last with a batch larger than the training split would train on nothing (fit and validate)."""
+        if self.drop_last and isinstance(self.batch_size, int) and self.batch_size > n_train:
+            raise DataError(  # the data is what is too small: exit code 3, as fit has always said
+                f"train.batch_size {self.batch_size} with train.drop_last: the training split has only {n_train} rows, "
+                f"so every batch would be dropped; set train.batch_size to at most {n_train} or train.drop_last: false"
+            )
 
     @field_validator("batch_size")
     @classmethod
