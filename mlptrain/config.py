@@ -525,11 +525,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Apply ``a.b=value`` overrides; values are parsed as YAML (``1e-3``, ``[64, 64]``, ``true``)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+            raise ConfigError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".")]
         if not all(parts):
-            raise ConfigError(f"--set {item!r}: empty key part in '{key}'")
+            raise ConfigError(f"--set {_shown(item)}: empty key part in {_shown(key)}; write KEY as section.key, e.g. optimizer.lr")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
@@ -542,9 +542,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             elif isinstance(child, str):  # shorthand `loss: huber` grows into {name: huber}
                 child = node[part] = {"name": child}
             elif not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
+                where = _printable(".".join(parts[: depth + 1]))
                 raise ConfigError(
-                    f"--set {item!r}: '{where}' is a value ({child!r}), not a section with keys; set it as a whole: --set {where}=VALUE"
+                    f"--set {_shown(item)}: '{where}' is a value ({_shown(child)}), not a section with keys; "
+                    f"set it as a whole: --set {where}=VALUE"
                 )
             node = child
         node[parts[-1]] = value
@@ -557,9 +558,13 @@ def _model_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
     for part in loc[:-1]:
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None if not isinstance(part, int) else model
-        annotation = model.model_fields[part].annotation
-        model = next((t for t in _flatten(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        model = _section_of(model.model_fields[part].annotation)
     return model
+
+
+def _section_of(annotation: Any) -> Optional[type[BaseModel]]:
+    """The section model inside a field's type (``Union[ActivationSpec, list[ActivationSpec]]`` -> ActivationSpec)."""
+    return next((t for t in _flatten(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
 
 
 def _flatten(annotation: Any) -> list[Any]:
@@ -572,34 +577,72 @@ def _flatten(annotation: Any) -> list[Any]:
     return out
 
 
-def _location(err: dict[str, Any]) -> tuple[Any, ...]:
-    """The key path of an error without pydantic's union/shorthand branch markers ("ActivationSpec", "list[...]")."""
-    return tuple(p for p in err["loc"] if not isinstance(p, str) or not (p[:1].isupper() or "[" in p))
+def _location(err: dict[str, Any], raw: Any) -> tuple[Any, ...]:
+    """The key path of an error in the user's terms.
+
+    pydantic puts union branch markers into ``loc`` ("ActivationSpec", "int", "list[str]",
+    "literal['full']"); a part is kept when it is a key of the input there or a field of the section
+    there (``loss: huber`` becomes ``{name: huber}``), so keys of any spelling ("Data") stay.
+    """
+    loc, out = err["loc"], []
+    node: Any = raw
+    model: Optional[type[BaseModel]] = Spec
+    for i, part in enumerate(loc):
+        if isinstance(part, int):  # a list index (or an integer key)
+            out.append(part)
+            if isinstance(node, list):
+                node = node[part] if -len(node) <= part < len(node) else None
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        named_key = i == len(loc) - 1 and err["type"] == "invalid_key"  # pydantic's str() of a non-string key
+        if not (field is not None or (isinstance(node, dict) and part in node) or named_key):
+            continue  # a union branch marker
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _section_of(field.annotation) if field is not None else None
+    return tuple(out)
+
+
+def _printable(text: str) -> str:
+    """Keys and values as one line: control characters and line breaks escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _shown(value: Any) -> str:
+    """A bad value for a message: its repr, cut short (a 400-digit number or a pasted file stays readable)."""
+    text = repr(value)
+    return _printable(text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)")
 
 
 # A union branch that failed only because the value has the other branch's shape ("a valid list" when a
 # dict was given): noise beside the errors inside the branch that fits.
-_SHAPE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "list_type"}
+_SHAPE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "list_type", "literal_error"}
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    loc = _location(err)
-    path = ".".join(str(p) for p in loc) or "(top level)"
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    return _printable(msg[len("Value error, "):] if msg.startswith("Value error, ") else msg)
+
+
+def _format_error(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    path = ".".join(_printable(str(p)) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         model = _model_at(loc)
         valid = sorted(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6) if loc else []
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
         return f"unknown key '{path}'; {hint}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
     bad = err.get("input")
     if err["type"] == "missing":
         return f"'{path}' is required"
+    if err["type"] == "invalid_key":  # YAML's `1: x` or `null: x`; the input is the key
+        where = ".".join(_printable(str(p)) for p in loc[:-1]) or "the top level"
+        return f"{where}: key {_shown(bad)} is not a name; keys are words like 'data' or 'epochs'"
     if isinstance(bad, (dict, list)):
-        return f"{path}: {msg}"
-    return f"{path} = {bad!r}: {msg}"
+        return f"{path}: {_message(err)}"
+    return f"{path} = {_shown(bad)}: {_message(err)}"
 
 
 def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
@@ -609,16 +652,18 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
     except ValidationError as exc:
         errors = exc.errors()
         # A union (one activation or a list) reports each branch; keep the most specific one per path.
-        locs = [_location(err) for err in errors]
+        locs = [_location(err, raw) for err in errors]
         deeper = {loc[:i] for loc in locs for i in range(len(loc))}  # paths with an error below them
-        errors = [err for err, loc in zip(errors, locs) if not (err["type"] in _SHAPE_ERRORS and loc in deeper)]
-        seen: dict[str, str] = {}
-        for err in errors:
-            text = _format_error(err)
-            key = text.split(" ", 1)[0]
-            seen.setdefault(key, text)
-        lines = list(seen.values())
-        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+        kept = [(err, loc) for err, loc in zip(errors, locs) if not (err["type"] in _SHAPE_ERRORS and loc in deeper)]
+        # one entry per key; the branches of a union that all failed there are joined with "or"
+        by_path: dict[tuple[Any, ...], str] = {}
+        for err, loc in kept:
+            key = (err["type"] == "extra_forbidden",) + loc
+            if key not in by_path:
+                by_path[key] = _format_error(err, loc)
+            elif _message(err) not in by_path[key]:
+                by_path[key] += f", or {_message(err)}"
+        raise ConfigError(f"{source}: " + "; ".join(by_path.values())) from None
 
 
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:

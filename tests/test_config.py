@@ -37,3 +37,34 @@ def test_overrides_parse_yaml_values(write_config):
 def test_override_into_a_value_is_an_error():
     with pytest.raises(ConfigError, match="train.epochs"):
         apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
+
+
+
+@pytest.mark.parametrize("key", ["Data", "Optimizer", "A"])
+def test_a_capitalized_key_is_an_unknown_key_not_a_crash(key):
+    # the key path used to drop capitalized parts as pydantic union markers, then index an empty tuple
+    with pytest.raises(ConfigError, match=rf"unknown key '{key}'"):
+        validate_dict({"data": {"name": "moons"}, key: {}})
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.activation\.Slope'; did you mean 'slope'\?"):
+        validate_dict({"data": {"name": "moons"}, "model": {"activation": {"name": "relu", "Slope": 1}}})
+
+
+def test_union_branches_are_one_entry_per_key_and_name_the_key_not_the_branch():
+    with pytest.raises(ConfigError) as exc:
+        validate_dict({"data": {"name": "moons"}, "train": {"batch_size": "many"}})
+    assert str(exc.value) == (
+        "config: train.batch_size = 'many': Input should be a valid integer, unable to parse string as an integer, "
+        "or Input should be 'full'"
+    )
+    with pytest.raises(ConfigError, match=r"^config: the top level: key None is not a name"):
+        validate_dict({"data": {"name": "moons"}, None: 1})
+
+
+def test_keys_and_values_with_line_breaks_are_escaped_so_the_error_stays_one_line():
+    with pytest.raises(ConfigError) as exc:
+        validate_dict({"data": {"name": "moons"}, "model": {"hid\nden": [4], "dropout": "a\x1eb" * 50}})
+    message = str(exc.value)
+    assert message == " ".join(message.splitlines()) and r"unknown key 'model.hid\nden'" in message
+    assert "model.dropout = 'a\\x1eba" in message and "(302 characters)" in message
+    with pytest.raises(ConfigError, match=r"^--set '\\n=1': empty key part in '\\n'"):
+        apply_overrides({}, ["\n=1"])
