@@ -493,12 +493,37 @@ def _unknown_tag(problem: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
+MAX_DEPTH = 50  # a config nests a few sections deep; PyYAML composes recursively and dies near 1000
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load``, refusing (``_TooDeep``) collections nested over MAX_DEPTH levels before composing them:
+    their events are streamed first, so a file of ten thousand ``[`` costs as much as one of fifty."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; check the path (see `mlptrain init` for a starter)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _safe_load(path.read_text(encoding="utf-8"))
+    except _TooDeep:
+        raise ConfigError(
+            f"{path}: nested too deeply (over {MAX_DEPTH} levels of lists or mappings); a config is a few levels of sections"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -531,7 +556,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if not all(parts):
             raise ConfigError(f"--set {_shown(item)}: empty key part in {_shown(key)}; write KEY as section.key, e.g. optimizer.lr")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _safe_load(text) if text.strip() else ""
+        except _TooDeep:
+            raise ConfigError(
+                f"--set {_shown(item)}: the value is nested too deeply (over {MAX_DEPTH} levels); give a plain value or a short list"
+            ) from None
         except yaml.YAMLError:
             value = text
         node = raw

@@ -68,3 +68,15 @@ def test_keys_and_values_with_line_breaks_are_escaped_so_the_error_stays_one_lin
     assert "model.dropout = 'a\\x1eba" in message and "(302 characters)" in message
     with pytest.raises(ConfigError, match=r"^--set '\\n=1': empty key part in '\\n'"):
         apply_overrides({}, ["\n=1"])
+
+
+@pytest.mark.parametrize("text", ["[" * 5000 + "]" * 5000, "{a: " * 2000 + "1" + "}" * 2000])
+def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error(text, tmp_path):
+    from mlptrain.config import read_yaml
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("data: " + text + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml: nested too deeply"):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match=r"--set 'model\.hidden=[\[{].*: the value is nested too deeply"):
+        apply_overrides({"data": {"name": "moons"}}, ["model.hidden=" + text])
