@@ -51,9 +51,10 @@ MissingPolicy = Literal["error", "drop", "impute_mean", "impute_median", "impute
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+    """Base of every section: unknown keys are errors, values are checked on assignment too, and every
+    number is finite (YAML's .nan and .inf would otherwise pass an unbounded field, or lr's gt=0)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class NamedSection(Section):

@@ -80,3 +80,13 @@ def test_deeply_nested_yaml_is_a_config_error_not_a_recursion_error(text, tmp_pa
         read_yaml(path)
     with pytest.raises(ConfigError, match=r"--set 'model\.hidden=[\[{].*: the value is nested too deeply"):
         apply_overrides({"data": {"name": "moons"}}, ["model.hidden=" + text])
+
+
+@pytest.mark.parametrize("text, shown", [(".nan", "nan"), (".inf", "inf"), ("-.inf", "-inf")])
+@pytest.mark.parametrize("key", ["optimizer.lr", "data.noise", "model.init.bias", "data.fill_value", "train.grad_clip"])
+def test_nan_and_infinite_numbers_are_refused_everywhere(key, text, shown):
+    import re
+
+    raw = apply_overrides({"data": {"name": "csv", "path": "d.csv", "target": "y"}}, [f"{key}={text}"])  # YAML floats
+    with pytest.raises(ConfigError, match=re.escape(f"{key} = {shown}: Input should be a finite number")):
+        validate_dict(raw)
