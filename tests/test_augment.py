@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -66,9 +65,11 @@ def test_flips_and_shifts_work_on_pixels_not_on_standardized_values():
     mean, std = raw.mean(0), raw.std(0) + 0.1
     scaler = {"kind": "standard", "shift": mean.tolist(), "scale": std.tolist()}
     out = augment.build(AugmentSpec(hflip=True, shift=1), [3, 4, 4], scaler, CPU, 3)((raw - mean) / std)
-    back = (out * std + mean).reshape(32, 3, 4, 4)
-    pixels = set(np.round(raw.numpy().ravel(), 5)) | {0.0}
-    assert set(np.round(back.numpy().ravel(), 5)) <= pixels  # only moved pixels and black borders
+    back = (out * std + mean).reshape(-1, 1)
+    pixels = torch.cat([raw.reshape(1, -1), torch.zeros(1, 1)], dim=1)
+    # only moved pixels and black borders: every value within float error of one of them (rounding both
+    # to 5 decimals failed in about one run in four, on values that fell either side of a rounding edge)
+    assert float((back - pixels).abs().min(dim=1).values.max()) < 1e-5
 
 
 def test_noise_adds_gaussian_noise_of_the_given_std():
