@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 install: $(STAMP)
 
-# torch/torchvision are pinned in constraints.txt; pyproject.toml keeps ranges.
+# torch, torchvision and hypothesis are pinned in constraints.txt; pyproject.toml keeps ranges.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

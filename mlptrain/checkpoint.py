@@ -7,6 +7,10 @@ anywhere cannot run code when it is opened.
 from __future__ import annotations
 
 import hashlib
+import io
+import pickletools
+import re
+import warnings
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,18 +44,59 @@ def load(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; give a .pt file from a run's checkpoints/ folder")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for truncated, foreign or unsafe files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            first = "it holds Python objects that a safe load refuses"
-        raise CheckpointError(f"{path}: not a readable mlptrain checkpoint ({first[:200]})") from None
+    # torch warns about the pickle protocol of files it then refuses: such a file gets one line, not two
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several kinds for truncated, foreign or unsafe files
+            text = str(exc).strip()
+            detail = text.splitlines()[0] if text else type(exc).__name__
+            if "Weights only load failed" in text or "Unsupported global" in text:
+                called = _unsafe_globals(path, text)
+                if called:
+                    raise CheckpointError(
+                        f"{path}: refused as unsafe: it holds pickled Python objects that a safe load (weights_only) "
+                        f"does not run ({', '.join(called)[:120]}); use a checkpoint written by mlptrain fit"
+                    ) from None
+                lines = [line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")]
+                detail = lines[0] if lines else detail
+            raise CheckpointError(
+                f"{path}: not a readable mlptrain checkpoint: truncated, damaged or not a PyTorch file ({detail[:160]}); "
+                "use checkpoints/best.pt or last.pt of a finished run"
+            ) from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mlptrain checkpoint (no '{FORMAT}' marker); give a file from checkpoints/")
     version = state.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: checkpoint has no valid format version ({version!r}); give a file from checkpoints/")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version} is newer than this mlptrain reads ({FORMAT_VERSION}); upgrade mlptrain"
         )
     return state
+
+
+def _unsafe_globals(path: Path, text: str) -> list[str]:
+    """The Python callables a file the safe loader refused would have called ('posix.system'), read from
+    torch's message or from the pickle's opcodes (parsed, never run); [] for a file that is no pickle at all."""
+    found = re.findall(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return found
+    if path.stat().st_size > 64 * 2**20:
+        return []
+    names: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(path.read_bytes())):
+            if op.name in ("GLOBAL", "INST"):
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # random bytes, a truncated stream: not a pickle, so nothing it could run
+        return []
+    return list(dict.fromkeys(names))

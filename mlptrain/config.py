@@ -10,13 +10,14 @@ to hold exactly these names.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlptrain.errors import ConfigError
+from mlptrain.errors import ConfigError, DataError
 
 ActivationName = Literal[
     "sigmoid", "tanh", "hardtanh", "softsign", "relu", "leaky_relu", "prelu", "abs",
@@ -50,9 +51,10 @@ MissingPolicy = Literal["error", "drop", "impute_mean", "impute_median", "impute
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are checked on assignment too."""
+    """Base of every section: unknown keys are errors, values are checked on assignment too, and every
+    number is finite (YAML's .nan and .inf would otherwise pass an unbounded field, or lr's gt=0)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class NamedSection(Section):
@@ -427,6 +429,14 @@ class TrainSpec(Section):
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints kept.")
 
+    def check_rows(self, n_train: int) -> None:
+        """drop_last with a batch larger than the training split would train on nothing (fit and validate)."""
+        if self.drop_last and isinstance(self.batch_size, int) and self.batch_size > n_train:
+            raise DataError(  # the data is what is too small: exit code 3, as fit has always said
+                f"train.batch_size {self.batch_size} with train.drop_last: the training split has only {n_train} rows, "
+                f"so every batch would be dropped; set train.batch_size to at most {n_train} or train.drop_last: false"
+            )
+
     @field_validator("batch_size")
     @classmethod
     def _batch(cls, value: Union[int, str]) -> Union[int, str]:
@@ -481,8 +491,13 @@ class Spec(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not value or "/" in value or "\\" in value or value in (".", "..")):
-            raise ValueError(f"name must be a plain directory name, got '{value}'")
+        if value is not None and (
+            not value.strip() or "/" in value or "\\" in value or value in (".", "..") or not value.isprintable()
+        ):
+            raise ValueError(
+                f"name must be a plain directory name (no '/', '\\', '..' or control characters), got {value!r}; "
+                "runs go to <logging.runs_dir>/<name>/: pick a name like 'exp1'"
+            )
         return value
 
 
@@ -490,16 +505,64 @@ class Spec(Section):
 # Loading: YAML -> dict -> overrides -> Spec, every failure a one-line ConfigError.
 
 
+YAML_TAG = "tag:yaml.org,2002:"
+PYTHON_TAG = YAML_TAG + "python/"  # !!python/object/apply:os.system [...] and friends: unsafe_load would run them
+
+
+def _unknown_tag(problem: str) -> Optional[str]:
+    """The tag in safe_load's "could not determine a constructor for the tag '...'" (None for other problems)."""
+    match = re.search(r"constructor for the tag '([^']*)'", problem)
+    return match.group(1) if match else None
+
+
+MAX_DEPTH = 50  # a config nests a few sections deep; PyYAML composes recursively and dies near 1000
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load``, refusing (``_TooDeep``) collections nested over MAX_DEPTH levels before composing them:
+    their events are streamed first, so a file of ten thousand ``[`` costs as much as one of fifty."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooDeep
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:  # PyYAML's constructors on e.g. an empty `!!float`
+        raise yaml.YAMLError(f"a tagged value PyYAML cannot build ({type(exc).__name__})") from None
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; check the path (see `mlptrain init` for a starter)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _safe_load(path.read_text(encoding="utf-8"))
+    except _TooDeep:
+        raise ConfigError(
+            f"{path}: nested too deeply (over {MAX_DEPTH} levels of lists or mappings); a config is a few levels of sections"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        tag = _unknown_tag(problem) if isinstance(exc, yaml.constructor.ConstructorError) else None
+        if tag is not None and tag.startswith(PYTHON_TAG):
+            raise ConfigError(
+                f"{path}:{where}: Python tags are not allowed (!!{tag[len(YAML_TAG):]}): a config holds plain data, "
+                "never Python objects or calls; remove the tag and write the value itself"
+            ) from None
+        if tag is not None:
+            raise ConfigError(f"{path}:{where}: unknown YAML tag '{tag}'; remove it and write the value itself") from None
         raise ConfigError(f"{path}:{where}: not valid YAML ({problem}); fix the syntax") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; give a YAML config") from None
@@ -514,13 +577,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Apply ``a.b=value`` overrides; values are parsed as YAML (``1e-3``, ``[64, 64]``, ``true``)."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+            raise ConfigError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
         key, text = item.split("=", 1)
         parts = [p for p in key.strip().split(".")]
         if not all(parts):
-            raise ConfigError(f"--set {item!r}: empty key part in '{key}'")
+            raise ConfigError(f"--set {_shown(item)}: empty key part in {_shown(key)}; write KEY as section.key, e.g. optimizer.lr")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = _safe_load(text) if text.strip() else ""
+        except _TooDeep:
+            raise ConfigError(
+                f"--set {_shown(item)}: the value is nested too deeply (over {MAX_DEPTH} levels); give a plain value or a short list"
+            ) from None
         except yaml.YAMLError:
             value = text
         node = raw
@@ -531,8 +598,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             elif isinstance(child, str):  # shorthand `loss: huber` grows into {name: huber}
                 child = node[part] = {"name": child}
             elif not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {item!r}: '{where}' is a value ({child!r}), not a section with keys")
+                where = _printable(".".join(parts[: depth + 1]))
+                raise ConfigError(
+                    f"--set {_shown(item)}: '{where}' is a value ({_shown(child)}), not a section with keys; "
+                    f"set it as a whole: --set {where}=VALUE"
+                )
             node = child
         node[parts[-1]] = value
     return raw
@@ -544,9 +614,13 @@ def _model_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:
     for part in loc[:-1]:
         if model is None or not isinstance(part, str) or part not in model.model_fields:
             return None if not isinstance(part, int) else model
-        annotation = model.model_fields[part].annotation
-        model = next((t for t in _flatten(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        model = _section_of(model.model_fields[part].annotation)
     return model
+
+
+def _section_of(annotation: Any) -> Optional[type[BaseModel]]:
+    """The section model inside a field's type (``Union[ActivationSpec, list[ActivationSpec]]`` -> ActivationSpec)."""
+    return next((t for t in _flatten(annotation) if isinstance(t, type) and issubclass(t, BaseModel)), None)
 
 
 def _flatten(annotation: Any) -> list[Any]:
@@ -559,25 +633,72 @@ def _flatten(annotation: Any) -> list[Any]:
     return out
 
 
-def _format_error(err: dict[str, Any]) -> str:
-    # Drop pydantic's union/shorthand branch markers ("ActivationSpec", "list[...]", "function-before[...]").
-    loc = tuple(p for p in err["loc"] if isinstance(p, int) or not (p[:1].isupper() or "[" in p))
-    path = ".".join(str(p) for p in loc) or "(top level)"
+def _location(err: dict[str, Any], raw: Any) -> tuple[Any, ...]:
+    """The key path of an error in the user's terms.
+
+    pydantic puts union branch markers into ``loc`` ("ActivationSpec", "int", "list[str]",
+    "literal['full']"); a part is kept when it is a key of the input there or a field of the section
+    there (``loss: huber`` becomes ``{name: huber}``), so keys of any spelling ("Data") stay.
+    """
+    loc, out = err["loc"], []
+    node: Any = raw
+    model: Optional[type[BaseModel]] = Spec
+    for i, part in enumerate(loc):
+        if isinstance(part, int):  # a list index (or an integer key)
+            out.append(part)
+            if isinstance(node, list):
+                node = node[part] if -len(node) <= part < len(node) else None
+            else:
+                node = node.get(part) if isinstance(node, dict) else None
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        named_key = i == len(loc) - 1 and err["type"] == "invalid_key"  # pydantic's str() of a non-string key
+        if not (field is not None or (isinstance(node, dict) and part in node) or named_key):
+            continue  # a union branch marker
+        out.append(part)
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _section_of(field.annotation) if field is not None else None
+    return tuple(out)
+
+
+def _printable(text: str) -> str:
+    """Keys and values as one line: control characters and line breaks escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _shown(value: Any) -> str:
+    """A bad value for a message: its repr, cut short (a 400-digit number or a pasted file stays readable)."""
+    text = repr(value)
+    return _printable(text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)")
+
+
+# A union branch that failed only because the value has the other branch's shape ("a valid list" when a
+# dict was given): noise beside the errors inside the branch that fits.
+_SHAPE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "list_type", "literal_error"}
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = err["msg"]
+    return _printable(msg[len("Value error, "):] if msg.startswith("Value error, ") else msg)
+
+
+def _format_error(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    path = ".".join(_printable(str(p)) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         model = _model_at(loc)
         valid = sorted(model.model_fields) if model else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6) if loc else []
         hint = f"did you mean '{close[0]}'?" if close else f"valid keys here: {', '.join(valid)}"
         return f"unknown key '{path}'; {hint}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
     bad = err.get("input")
     if err["type"] == "missing":
         return f"'{path}' is required"
+    if err["type"] == "invalid_key":  # YAML's `1: x` or `null: x`; the input is the key
+        where = ".".join(_printable(str(p)) for p in loc[:-1]) or "the top level"
+        return f"{where}: key {_shown(bad)} is not a name; keys are words like 'data' or 'epochs'"
     if isinstance(bad, (dict, list)):
-        return f"{path}: {msg}"
-    return f"{path} = {bad!r}: {msg}"
+        return f"{path}: {_message(err)}"
+    return f"{path} = {_shown(bad)}: {_message(err)}"
 
 
 def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
@@ -587,13 +708,18 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
     except ValidationError as exc:
         errors = exc.errors()
         # A union (one activation or a list) reports each branch; keep the most specific one per path.
-        seen: dict[str, str] = {}
-        for err in errors:
-            text = _format_error(err)
-            key = text.split(" ", 1)[0]
-            seen.setdefault(key, text)
-        lines = list(seen.values())
-        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+        locs = [_location(err, raw) for err in errors]
+        deeper = {loc[:i] for loc in locs for i in range(len(loc))}  # paths with an error below them
+        kept = [(err, loc) for err, loc in zip(errors, locs) if not (err["type"] in _SHAPE_ERRORS and loc in deeper)]
+        # one entry per key; the branches of a union that all failed there are joined with "or"
+        by_path: dict[tuple[Any, ...], str] = {}
+        for err, loc in kept:
+            key = (err["type"] == "extra_forbidden",) + loc
+            if key not in by_path:
+                by_path[key] = _format_error(err, loc)
+            elif _message(err) not in by_path[key]:
+                by_path[key] += f", or {_message(err)}"
+        raise ConfigError(f"{source}: " + "; ".join(by_path.values())) from None
 
 
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:

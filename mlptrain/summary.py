@@ -82,6 +82,7 @@ def describe(spec: Spec) -> dict[str, Any]:
     p = data.prepare(spec.data, spec.task, pixels=False)
     st = p.state
     spec.augment.check_data(st.get("image_shape"), spec.data.name)
+    spec.train.check_rows(len(p.train.y))
     loss = tasks.loss_name(spec.loss, p.task)
     tasks.class_weights(spec.loss, loss, p.task, st.get("class_names"), st.get("class_counts"))
     has_val = p.val is not None

@@ -46,9 +46,14 @@ def loss_name(spec: LossSpec, task: str) -> str:
     tasks = LOSS_TASKS[name]
     if task not in tasks:
         fits = [n for n, t in LOSS_TASKS.items() if task in t]
+        # A regression loss on class labels is allowed only when the user says the labels are values.
+        numbers = (
+            "; or, if the labels are numbers to fit as values, say so with task: regression"
+            if tasks == ("regression",) and task in ("binary", "multiclass") else ""
+        )
         raise ConfigError(
             f"loss.name = '{name}' does not fit task '{task}' (it fits {', '.join(tasks)}); "
-            f"use one of: {', '.join(fits)}"
+            f"use one of: {', '.join(fits)}{numbers}"
         )
     return name
 

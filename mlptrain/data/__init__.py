@@ -85,19 +85,54 @@ def _class_names(table: Table, task: str) -> list[str]:
     return [str(v.item() if hasattr(v, "item") else v) for v in values]
 
 
+def check_targets(table: Table, source: str) -> None:
+    """NaN or infinite target values would train on a NaN loss without a word: refuse them, naming the first."""
+    y = np.asarray(table.y)
+    if y.dtype.kind != "f" or y.size == 0:
+        return
+    bad = ~np.isfinite(y.reshape(len(y), -1))
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        where = _tab._row_label(table.frame, i, source) if table.frame is not None else f"y[{i}]"
+        raise DataError(
+            f"{source}: the target ({', '.join(table.target_names)}) holds {int(bad.sum())} NaN or infinite values "
+            f"(the first at {where}); remove those rows or fix their values"
+        )
+
+
+def target_values(y: np.ndarray, task: str, source: str) -> np.ndarray:
+    """Regression and multilabel targets as float32 [N, D]; text labels there are an error naming one."""
+    try:
+        return np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+    except (TypeError, ValueError):
+        pass
+    for v in np.asarray(y, dtype=object).reshape(-1):
+        try:
+            float(v)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{source}: task '{task}' needs numeric targets, but the target holds labels such as {str(v)!r}; "
+                "for class labels set task: auto, binary or multiclass"
+            ) from None
+    raise DataError(f"{source}: task '{task}' needs one number per target cell")  # ragged object arrays
+
+
 def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str) -> np.ndarray:
     """Raw labels/values -> the task's tensor layout, with the class names fixed at fit time."""
     if task == "regression":
-        y = np.asarray(y, dtype=np.float32)
-        y = y.reshape(len(y), -1)
+        y = target_values(y, task, source)
         mean, std = state.get("target_mean"), state.get("target_std")
         if mean is not None:
             y = (y - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
         return y.astype(np.float32)
     if task == "multilabel":
-        y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-        if not np.isin(y, (0, 1)).all():
-            raise DataError(f"{source}: multilabel targets must be 0 or 1")
+        y = target_values(y, task, source)
+        bad = ~np.isin(y, (0, 1))
+        if bad.any():
+            raise DataError(
+                f"{source}: multilabel targets must be 0 or 1, found {y[bad][0]:g}; "
+                "for other values set task: regression (or auto)"
+            )
         return y
     names = state["class_names"]
     index = {name: i for i, name in enumerate(names)}
@@ -105,7 +140,10 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
     keys = [str(v.item() if hasattr(v, "item") else v) for v in raw]
     unknown = sorted({k for k in keys if k not in index})
     if unknown:
-        raise DataError(f"{source}: labels {unknown[:5]} were not seen in training; known classes: {', '.join(names)}")
+        raise DataError(
+            f"{source}: labels {unknown[:5]} were not seen in training; known classes: {', '.join(names)}; "
+            "remove those rows, or retrain on data that has them"
+        )
     codes = np.fromiter((index[k] for k in keys), dtype=np.int64, count=len(keys))
     if task == "binary":
         return codes.astype(np.float32)[:, None]
@@ -202,6 +240,7 @@ def prepare(
     }
     main = _load(spec, files["path"] or files["train"], pixels)
     source = str(files["path"] or files["train"] or spec.name)
+    check_targets(main, source)
     fresh = state is None
     tabular = main.frame is not None
     kinds: dict[str, str] = {}
@@ -220,6 +259,8 @@ def prepare(
         main = _tab.apply_policy(main, spec.missing, source)
     if fresh:
         task = infer_task(main) if task == "auto" else task
+        if task in ("regression", "multilabel"):
+            target_values(main.y, task, source)  # class labels for a task that needs numbers: say so before splitting
     else:
         task = state["task"]
     if len(main.x) == 0:
@@ -227,7 +268,10 @@ def prepare(
     if task in ("binary", "multiclass") and fresh:
         names = _class_names(main, task)
         if len(names) < 2:
-            raise DataError(f"{source}: the target has a single class ({names[0]}); classification needs at least two")
+            raise DataError(
+                f"{source}: the target has a single class ({names[0]}); classification needs at least two: check that "
+                "data.target names the label column, or add rows of other classes"
+            )
         if task == "binary" and len(names) != 2:
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
     rows = {"train": main, "val": None, "test": None}
@@ -236,6 +280,7 @@ def prepare(
     for split in ("val", "test"):
         if files[split] is not None:
             table = _load(split_spec, files[split])
+            check_targets(table, str(files[split]))
             rows[split] = _tab.apply_policy(table, spec.missing, str(files[split])) if tabular else table
     if main.extra.get("test") is not None:  # image sets: the official test set, not carved from the rows
         rows["test"] = main.extra["test"]
@@ -303,7 +348,10 @@ def prepare(
             x = encoded[name] if name in encoded else _tab.encode(table.frame, encoder, where, name)
         else:
             if table.x.shape[1] != len(state["feature_names"]):
-                raise DataError(f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}")
+                raise DataError(
+                    f"{where}: {name} data has {table.x.shape[1]} features, training had {len(state['feature_names'])}; "
+                    "give it the training file's columns"
+                )
             x = table.x
         return Split(apply_scaler(x, state["scaler"]), encode_targets(table.y, task, state, where))
 
@@ -325,6 +373,8 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
     """
     from mlptrain.data.sources import read_npz
 
+    if not path.is_file():
+        raise DataError(f"{path}: input file not found; check the path given to {'eval --data' if need_target else 'predict'}")
     kind = _tab.kind_of_path(path)
     if kind is None and path.suffix.lower() not in (".npz", ".npy"):
         raise DataError(f"{path}: unknown input kind '{path.suffix}'; give a .csv, .parquet, .npz or .npy file")
@@ -345,7 +395,12 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
         # arrays for a csv/parquet model hold the encoded inputs (one-hot columns included)
         width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
         if table.x.shape[1] != width:
-            raise DataError(f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}")
+            names = state["tabular"]["encoded_names"] if "tabular" in state else state["feature_names"]
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise DataError(
+                f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}; "
+                f"give exactly its {width} inputs, in training order ({shown})"
+            )
         x = apply_scaler(table.x, state["scaler"])
     has_y = table.y.size > 0 and (table.y.ndim == 1 or table.y.shape[1] > 0)
     if need_target and not has_y:
@@ -356,11 +411,9 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
 
 def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
     """A CSV for a model trained on built-in data: its feature names if present, else all non-target columns."""
-    import pandas as pd
+    from mlptrain.data.sources import csv_frame, read_csv
 
-    from mlptrain.data.sources import read_csv
-
-    header = [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    header = [str(c) for c in csv_frame(path, nrows=0).columns]
     targets = [t for t in state["target_names"] if t in header]
     features = state["feature_names"] if all(f in header for f in state["feature_names"]) else [c for c in header if c not in targets]
     return read_csv(path, targets or None, features, need_target)

@@ -303,7 +303,10 @@ def _labelled(x: np.ndarray, labels: np.ndarray, names: list[str], first: int, s
     codes = labels.astype(np.int64) - first
     bad = (codes < 0) | (codes >= len(names))
     if bad.any():
-        raise DataError(f"{source}: label {int(labels[bad][0])} outside {first}..{first + len(names) - 1} ({len(names)} classes)")
+        raise DataError(
+            f"{source}: label {int(labels[bad][0])} outside {first}..{first + len(names) - 1} ({len(names)} classes); the file "
+            "belongs to another set or is damaged: check data.name (and data.subset for emnist), or delete it and get it again"
+        )
     rows = x.reshape(len(x), -1)  # still uint8: prepare makes [0, 1] floats after the split, per split (memory)
     features = [f"px{i}" for i in range(rows.shape[1])]
     y = np.asarray(names, dtype=object)[codes]

@@ -158,18 +158,23 @@ def bundled(name: str) -> Table:
     return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes)
 
 
-def read_csv(path: Path, target: Union[str, list[str], None], features: Optional[list[str]], need_target: bool = True) -> Table:
-    """A CSV with a header row; the target column(s) by name, features by name or all the others."""
+def csv_frame(path: Path, **kwargs: Any):
+    """``pd.read_csv(path, **kwargs)`` with one-line DataErrors for a missing, empty or unreadable file."""
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(f"{path}: data file not found; check data.path in the config")
+        raise DataError(f"{path}: data file not found; check the path")
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(path, **kwargs)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the CSV file is empty; it needs a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+
+
+def read_csv(path: Path, target: Union[str, list[str], None], features: Optional[list[str]], need_target: bool = True) -> Table:
+    """A CSV with a header row; the target column(s) by name, features by name or all the others."""
+    frame = csv_frame(path)
     if len(frame) == 0:
         raise DataError(f"{path}: the CSV has a header but no data rows")
     columns = [str(c) for c in frame.columns]
@@ -228,18 +233,42 @@ def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _numbers(x: np.ndarray, path: Path) -> np.ndarray:
+    """An [N, F] array of features as float32; a cell that is not a number is an error naming it."""
+    if x.dtype.kind in "biuf":
+        return x.astype(np.float32)
+    if x.dtype.kind in "US":  # text: numbers written as strings are fine, anything else is named
+        for (i, j), v in np.ndenumerate(x):
+            try:
+                float(v)
+            except ValueError:
+                raise DataError(
+                    f"{path}: x[{i}, {j}] is {v.item() if hasattr(v, 'item') else v!r}, not a number; "
+                    "x must hold numbers only (encode text features as numbers before saving the file)"
+                ) from None
+        return x.astype(np.float32)
+    raise DataError(f"{path}: x holds {x.dtype} values, not numbers; save x as an array of integers or floats")
+
+
 def read_npz(path: Path, need_target: bool = True) -> Table:
     """NPZ with arrays ``x`` and ``y`` (or NPY holding only ``x``, for predict)."""
     arrays = load_arrays(path, need_target)
     x = np.asarray(arrays["x"])
+    if x.ndim == 0:
+        raise DataError(f"{path}: x is a single value, not rows of features; save x as an array [rows, features]")
     if x.ndim == 1:
         x = x[:, None]
-    x = x.reshape(len(x), -1).astype(np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: x holds {int((~np.isfinite(x)).sum())} NaN or infinite values; clean them first")
+    x = _numbers(x.reshape(len(x), -1), path)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(
+            f"{path}: x holds {int(bad.sum())} NaN or infinite values (the first at x[{i}, {j}]); remove or fill those "
+            "rows before saving the file (data.missing applies to csv/parquet only)"
+        )
     y = arrays.get("y", np.zeros((len(x), 0)))
-    if len(y) != len(x):
-        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}")
+    if y.ndim == 0 or len(y) != len(x):
+        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y) if y.ndim else 'a single value'}; give one target per row")
     names = [f"x{i}" for i in range(x.shape[1])]
     targets = ["y"] if y.ndim == 1 else [f"y{i}" for i in range(y.shape[1])]
     return Table(x, y, names, targets)

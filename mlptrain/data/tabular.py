@@ -148,7 +148,10 @@ def _as_numbers(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(values) & ~np.isnan(values)
     if bad.any():
         i = int(bad.nonzero()[0][0])
-        raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} is infinite; features must be finite numbers")
+        raise DataError(
+            f"{source}: column '{name}' {_row_label(s, i, source)} is infinite; features must be finite numbers: "
+            f"fix the value, or empty the cell and {FIX_HINT}"
+        )
     return values
 
 
@@ -238,7 +241,8 @@ def read_table(
     """A CSV/Parquet file -> Table with ``frame`` (raw feature columns), ``y`` (labels or values) and ``ids``.
 
     ``x`` is an empty [N, 0] placeholder: features are encoded once the encoder is fitted. Rows whose
-    target is empty are dropped with one warning. ``use_target=False`` (predict) ignores the target.
+    target is empty are dropped with one warning. ``use_target=False`` (predict) ignores the target;
+    ``need_id=False`` (predict, ``eval --data``) reads a file for a trained model, whose columns are fixed.
     ``extra["columns"]`` describes every column used (role, dtype, kind, empty cells) for `validate`.
     """
     frame = read_frame(path, kind)
@@ -246,13 +250,18 @@ def read_table(
     targets = [target] if isinstance(target, str) else list(target or [])
     for t in targets:
         if t not in columns and need_target:
-            raise DataError(f"{path}: target column '{t}' not found; columns are: {', '.join(columns)}")
+            fix = "set data.target to the label column" if need_id else "eval --data needs the target column the model was trained on"
+            raise DataError(f"{path}: target column '{t}' not found; columns are: {', '.join(columns)}; {fix}")
     if id_column and id_column not in columns and need_id:
         raise DataError(f"{path}: id column '{id_column}' (data.id) not found; columns are: {', '.join(columns)}")
     feats = list(features) if features is not None else [c for c in columns if c not in targets and c != id_column]
     absent = [c for c in feats if c not in columns]
     if absent:
-        raise DataError(f"{path}: feature column '{absent[0]}' not found; columns are: {', '.join(columns)}")
+        fix = "add it to the file or leave it out with data.features" if need_id else "the model needs every column it was trained on"
+        raise DataError(
+            f"{path}: feature column '{absent[0]}' not found; columns are: {', '.join(columns)}; {fix} "
+            f"(features: {', '.join(feats)})"
+        )
     if not feats:
         raise DataError(f"{path}: no feature columns left besides the target and id; columns are: {', '.join(columns)}")
 
