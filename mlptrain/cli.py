@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.errors import Interrupted, MlptrainError
+from mlptrain.errors import ConfigError, Interrupted, MlptrainError
 
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]
@@ -156,7 +156,8 @@ def fit(
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
     try:
-        _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
+        with naming(config):
+            _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
     except BaseException:
         from mlptrain.runs import remove_if_unused
 
@@ -174,6 +175,17 @@ def resume(
 ) -> None:
     """Go on with a stopped run from its last.pt: the very next step, bit for bit as if never stopped."""
     _resume(run_dir, list(set_) + ([f"train.device={device}"] if device else []), None)
+
+
+@contextlib.contextmanager
+def naming(config: Path) -> Any:
+    """Config errors found once the data is known (a loss that does not fit its task) name the file too."""
+    try:
+        yield
+    except ConfigError as exc:
+        if str(exc).startswith(str(config)):
+            raise
+        raise ConfigError(f"{config}: {exc}") from exc
 
 
 def _notify(message: str) -> None:
@@ -265,7 +277,7 @@ def predict(
     from mlptrain import pipeline
 
     if output.exists():
-        raise MlptrainError(f"--output {output}: file exists; choose a new name (predictions never overwrite a file)")
+        raise ConfigError(f"--output {output}: file exists; choose a new name (predictions never overwrite a file)")
     rows = pipeline.predict_file(checkpoint, input, output, device)
     out.print(f"wrote {rows} predictions to {output}")
 
@@ -281,7 +293,8 @@ def validate(
     spec = load_spec(config, list(set_))
     from mlptrain.summary import describe
 
-    info = describe(spec)
+    with naming(config):
+        info = describe(spec)
     out.print("# resolved config")
     out.print(dump_yaml(spec_to_dict(spec)), markup=False)
     rows = info["rows"]
@@ -315,7 +328,7 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), help="Where to write
     from mlptrain.starter import STARTER
 
     if path.exists():
-        raise MlptrainError(f"{path}: file exists; choose another path (init never overwrites)")
+        raise ConfigError(f"{path}: file exists; choose another path (init never overwrites)")
     from mlptrain.runs import atomic_write_text
 
     atomic_write_text(path, STARTER)

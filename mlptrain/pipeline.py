@@ -201,8 +201,7 @@ def train(
     n_train = len(prepared.train.x)
     steps = 1 if batch is None else -(-n_train // batch)
     schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
-    if batch is not None and spec.train.drop_last and batch > n_train:
-        raise DataError(f"train.batch_size {batch} with drop_last: the training split has only {n_train} rows")
+    spec.train.check_rows(n_train)
     ckpt_spec = spec.train.checkpoint
     loop = Loop(
         epochs=spec.train.epochs, batch_size=batch, eval_batch_size=spec.train.eval_batch_size,
@@ -426,9 +425,14 @@ def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.devi
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         built.model.load_state_dict(state["model"])
     except KeyError as exc:
-        raise MlptrainError(f"{path}: checkpoint lacks '{exc.args[0]}'; it was not written by mlptrain fit") from None
+        raise CheckpointError(
+            f"{path}: checkpoint lacks '{exc.args[0]}'; it was not written by mlptrain fit: give best.pt or last.pt from a run's checkpoints/"
+        ) from None
     except RuntimeError as exc:
-        raise MlptrainError(f"{path}: weights do not fit the stored model ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored model ({str(exc).splitlines()[0][:160]}); the file was altered: "
+            "use the checkpoint its run wrote"
+        ) from None
     device = resolve_device(device_name)
     built.model.to(device)
     return Restored(spec, built, state, held), device

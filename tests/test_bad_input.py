@@ -108,6 +108,29 @@ def newer_version(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> Non
     torch.save(state, tmp / "newer.pt")
 
 
+def without_spec(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
+    state = torch.load(ck["csv"], weights_only=True)
+    del state["spec"]
+    torch.save(state, tmp / "nospec.pt")
+
+
+def altered_weights(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
+    state = torch.load(ck["csv"], weights_only=True)
+    state["model"] = {k: torch.zeros(7, 7) for k in state["model"]}
+    torch.save(state, tmp / "altered.pt")
+
+
+def interrupted_run(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
+    """A run stopped after its first epoch: last.pt, no summary."""
+    (tmp / "runs.yaml").write_text("data: {name: moons, n_samples: 60}\ntrain: {epochs: 3, batch_size: 16}\n"
+                                   "logging: {progress: none, tensorboard: false}\n")
+    assert main(["fit", str(tmp / "runs.yaml"), "--run-dir", str(tmp / "stopped"), "--device", "cpu"]) == 0
+    (tmp / "stopped" / "summary.json").unlink()
+    state = torch.load(tmp / "stopped" / "checkpoints" / "last.pt", weights_only=True)
+    state["epoch"], state["resume"]["finished"] = 1, False
+    torch.save(state, tmp / "stopped" / "checkpoints" / "last.pt")
+
+
 def foreign_state_dict(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
     torch.save(torch.nn.Linear(3, 2).state_dict(), tmp / "weights.pt")
 
@@ -221,10 +244,10 @@ ROWS = [
     pytest.param(Row(fit("--set", "scheduler=cosin"), 2, ["scheduler.name = 'cosin'", "'cosine'", "'reduce_on_plateau'"],
                      cfg(MOONS)), id="unknown-scheduler"),
     pytest.param(Row(fit("--set", "loss=hinge"), 2,
-                     ["loss.name = 'hinge'", "does not fit task 'regression'", "use one of: mse, mae, huber"],
+                     ["cfg.yaml: ", "loss.name = 'hinge'", "does not fit task 'regression'", "use one of: mse, mae, huber"],
                      cfg("data: {name: sine, n_samples: 60}\n" + FAST)), id="hinge-on-regression"),
     pytest.param(Row(fit("--set", "loss=mse"), 2,
-                     ["loss.name = 'mse'", "does not fit task 'multiclass'", "cross_entropy", "task: regression"],
+                     ["cfg.yaml: ", "loss.name = 'mse'", "does not fit task 'multiclass'", "cross_entropy", "task: regression"],
                      cfg("data: {name: blobs, n_samples: 60}\n" + FAST)), id="mse-on-multiclass"),
     pytest.param(Row(fit("--set", "train.epoch=3"), 2, ["'train.epoch'", "did you mean 'epochs'?"], cfg(MOONS)),
                  id="set-unknown-path"),
@@ -292,6 +315,9 @@ ROWS = [
                      ["train.batch_size 64", "train.drop_last", "only 28 rows", "at most 28", "train.drop_last: false"],
                      cfg("data: {name: moons, n_samples: 40}\ntrain: {batch_size: 64, drop_last: true}\n")),
                  id="batch-larger-than-data-with-drop-last"),
+    pytest.param(Row(fit(), 3, ["train.batch_size 64", "train.drop_last", "only 28 rows", "at most 28"],
+                     cfg("data: {name: moons, n_samples: 40}\ntrain: {batch_size: 64, drop_last: true}\n"
+                         "logging: {progress: none}\n")), id="fit-batch-larger-than-data-with-drop-last"),
     pytest.param(Row(fit(), 3, ["MNIST files not found", "train-images-idx3-ubyte", "imgs", "put the files in data.root",
                                 "data.download: true"],
                      cfg("data: {name: mnist, root: imgs}\n" + FAST), setup=lambda t, c, m: (t / "imgs").mkdir()),
@@ -319,6 +345,11 @@ ROWS = [
                      {"noise.pt": random.Random(0).randbytes(3000)}), id="checkpoint-random-bytes"),
     pytest.param(Row(["eval", "weights.pt"], 4, ["weights.pt", "not an mlptrain checkpoint", "checkpoints/"],
                      setup=foreign_state_dict), id="checkpoint-plain-state-dict"),
+    pytest.param(Row(["eval", "nospec.pt"], 4, ["nospec.pt", "lacks 'spec'", "best.pt or last.pt"], setup=without_spec),
+                 id="checkpoint-without-its-config"),
+    pytest.param(Row(["predict", "altered.pt", "in.csv", "-o", "out.csv"], 4,
+                     ["altered.pt", "weights do not fit the stored model", "use the checkpoint its run wrote"],
+                     {"in.csv": TRAIN_CSV}, setup=altered_weights), id="checkpoint-weights-altered"),
     pytest.param(Row(["eval", "newer.pt"], 4, ["newer.pt", f"format version {checkpoint.FORMAT_VERSION + 1}", "newer",
                                                 "upgrade mlptrain"], setup=newer_version), id="checkpoint-newer-format"),
     pytest.param(Row(["eval", "evil.pt"], 4, ["evil.pt", "refused as unsafe", f"{os.system.__module__}.system"],
@@ -346,7 +377,7 @@ ROWS = [
     pytest.param(Row(["predict", "{blob_ckpt}", "empty.csv", "-o", "out.csv"], 3,
                      ["empty.csv", "the CSV file is empty", "header row and data rows"], {"empty.csv": ""}),
                  id="predict-input-empty"),
-    pytest.param(Row(["predict", "{blob_ckpt}", "in.csv", "-o", "out.csv"], 1,
+    pytest.param(Row(["predict", "{blob_ckpt}", "in.csv", "-o", "out.csv"], 2,
                      ["out.csv", "file exists", "choose a new name"], {"in.csv": TRAIN_CSV, "out.csv": "precious\n"}),
                  id="predict-never-overwrites"),
     # --- run directory --------------------------------------------------------------------------
@@ -358,6 +389,13 @@ ROWS = [
     pytest.param(Row(fit(), 5, ["ro", "Permission denied", "logging.runs_dir"],
                      cfg("data: {name: moons, n_samples: 60}\ntrain: {epochs: 1}\nlogging: {runs_dir: ro/runs}\n"),
                      setup=read_only, run_dir=False), id="runs-dir-read-only"),
+    pytest.param(Row(["resume", "nowhere"], 5, ["nowhere", "no such run directory", "the directory `mlptrain fit` printed"]),
+                 id="resume-no-such-directory"),
+    pytest.param(Row(["resume", "stopped", "--set", "optimizer.lr=0.5"], 2,
+                     ["optimizer.lr", "trained with 0.001, not 0.5", "train.epochs", "start a new run"],
+                     setup=interrupted_run, run_dir=False), id="resume-changing-the-config"),
+    pytest.param(Row(fit("--resume", "stopped", "--name", "other"), 2, ["--resume", "stays in its own directory"],
+                     setup=interrupted_run, run_dir=False), id="fit-resume-with-a-new-name"),
     pytest.param(Row(fit("--run-dir", "ro/run"), 5, ["ro/run", "Permission denied", "pick a writable place"], cfg(MOONS),
                      setup=read_only, run_dir=False), id="run-dir-read-only"),
 ]
