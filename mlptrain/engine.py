@@ -223,12 +223,18 @@ def window_mean(losses: torch.Tensor, n: int, epoch: int, step: int) -> float:
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Every random stream a run draws from (python, numpy, torch CPU and CUDA, the loop's own generators)."""
+    """Every random stream a run draws from (python, numpy, torch CPU and CUDA, the loop's own generators).
+
+    The Mersenne Twister words of python's and numpy's states are kept as tensors: a checkpoint
+    pickles each Python int as its own object, which made saving last.pt several times slower.
+    """
+    version, words, gauss = random.getstate()
     np_state = np.random.get_state(legacy=False)
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     return {
-        "python": random.getstate(),
-        "numpy": {**np_state, "state": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}},
+        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                                        "pos": int(np_state["state"]["pos"])}},
         "torch": torch.get_rng_state(),
         "cuda": list(cuda),
         "generators": {name: g.get_state() for name, g in generators.items()},
@@ -236,10 +242,10 @@ def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["words"].tolist()), py["gauss"]))
     np_state = state["numpy"]
-    key = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    key = np_state["state"]["key"].numpy().astype(np.uint32)
     np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():

@@ -193,14 +193,19 @@ class BackgroundWriter:
             self._thread.join()
 
 
+_PLAIN = (int, float, str, bool, type(None))
+
+
 def snapshot(value: Any) -> Any:
     """A copy of a (nested) state whose tensors no longer change with training: saved later, on the writer."""
-    if hasattr(value, "detach"):
-        return value.detach().to("cpu", copy=True)
+    if isinstance(value, _PLAIN):  # first: a run's history is thousands of floats, copied every epoch
+        return value
     if isinstance(value, dict):
         return {k: snapshot(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(snapshot(v) for v in value)
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu", copy=True)
     return value
 
 

@@ -276,15 +276,15 @@ def _start(args: list[str]) -> subprocess.Popen:
     )
 
 
-def _wait_for_epoch(proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Read stdout until the first per-epoch line (training is under way)."""
+def _wait_for_epoch(proc: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Read stdout until the first per-epoch line (training is under way); its epoch number."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         if line.startswith("epoch "):
-            return
+            return int(line.split()[1].split("/")[0])
     raise AssertionError(f"no epoch line from {proc.args}: {proc.stderr.read() if proc.poll() is not None else ''}")
 
 
@@ -326,20 +326,22 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
     saved: list[tuple[int, bool]] = []  # (step, mid-epoch) of last.pt after each kill
     proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)])
     while len(saved) < 6:
-        _wait_for_epoch(proc)
+        shown = _wait_for_epoch(proc)
         time.sleep(rng.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
+        shown = max([shown] + [int(line.split()[1].split("/")[0]) for line in out.splitlines() if line.startswith("epoch ")])
         for pt in (run_dir / "checkpoints").glob("*.pt"):
             checkpoint.load(pt)  # every checkpoint on disk is whole
         last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+        assert last["epoch"] >= shown - 1  # at most the epoch in progress and the one just shown are lost
         saved.append((last["step"], last["resume"]["position"] is not None))
         proc = _start(["resume", str(run_dir)])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     steps = [s for s, _ in saved]
-    assert steps == sorted(set(steps)) and any(mid for _, mid in saved)  # progress each time, some mid-epoch
+    assert steps == sorted(steps) and steps[-1] > steps[0] and any(mid for _, mid in saved)  # progress, some mid-epoch
     a = json.loads((reference / "summary.json").read_text())
     b = json.loads((run_dir / "summary.json").read_text())
     assert a["metrics"] == b["metrics"] and a["steps"] == b["steps"]
