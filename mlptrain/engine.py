@@ -317,6 +317,9 @@ def fit(
         seconds_before, val_seconds = r["seconds"]["train"] + r["seconds"]["val"], r["seconds"]["val"]
         set_rng_state(r["rng"], generators)
 
+    def best_info() -> dict[str, Any]:
+        return {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode}
+
     def state(at: Optional[dict[str, Any]], finished: bool = False, stopped_early: bool = False) -> dict[str, Any]:
         """The checkpoint of this moment: weights, optimizer, early stopping, counters, RNGs, position."""
         return {
@@ -324,7 +327,7 @@ def fit(
             "epoch": done_epochs,
             "step": step,
             "metrics": values,
-            "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode},
+            "best": best_info(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -416,9 +419,9 @@ def fit(
             save_now = not last_batch and loop.save_last and run is not None and (
                 halted or (loop.checkpoint_every_steps is not None and step % loop.checkpoint_every_steps == 0)
             )
-            if save_now and window_steps:
-                window_mean(window_buf, window_steps, epoch, step)  # nothing NaN goes into a checkpoint
             if save_now:
+                if window_steps:
+                    window_mean(window_buf, window_steps, epoch, step)  # nothing NaN goes into a checkpoint
                 sums = {
                     "loss": loss_sum, "correct": correct, "window": window_buf, "seen": seen,
                     "window_steps": window_steps, "skipped": epoch_skipped, "seconds": time.perf_counter() - epoch_start,
@@ -464,7 +467,7 @@ def fit(
                 run.log_histograms(epoch, tensors)
             if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
                 run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
-                                             "best": {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode}})
+                                             "best": best_info()})
             if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
                 run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs))
         progress.end_epoch(epoch, values, improved)
