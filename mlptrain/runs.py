@@ -125,14 +125,18 @@ def remove_if_unused(path: Path) -> bool:
 class BackgroundWriter:
     """Atomic file writes on one worker thread, so serializing and fsync never stall the training loop.
 
-    Only the newest pending version of a path is kept: when epochs come faster than the disk, a
+    Only the newest pending version of a path is kept: when epochs come faster than the writes, a
     version nobody will read is skipped rather than queued, and a crash still leaves the previous
-    whole file. ``flush`` writes everything pending and re-raises a failure (a full disk must stop
-    the run, not vanish in a thread).
+    whole file. After each write the worker rests so that writing takes at most ``duty`` of its
+    time (it competes with training for the cores). ``flush`` writes everything pending at once and
+    re-raises a failure (a full disk must stop the run, not vanish in a thread).
     """
 
-    def __init__(self, hint: str = "") -> None:
+    def __init__(self, hint: str = "", duty: float = 1.0) -> None:
         self.hint = hint  # appended to a failed write's message: how to go on
+        self.duty = duty  # the largest share of the time spent writing: after a write of w s, rest w * (1/duty - 1)
+        self._rest_until = 0.0
+        self._flushing = 0
         self._pending: dict[Path, Callable[[BinaryIO], Any]] = {}
         self._busy = False
         self._error: Optional[BaseException] = None
@@ -152,13 +156,20 @@ class BackgroundWriter:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._pending:
-                    if self._closed:
-                        return
-                    self._cond.wait()
+                while True:
+                    if not self._pending:
+                        if self._closed:
+                            return
+                        self._cond.wait()
+                        continue
+                    rest = self._rest_until - time.monotonic()
+                    if rest <= 0 or self._flushing or self._closed:
+                        break
+                    self._cond.wait(rest)
                 path = next(iter(self._pending))
                 payload = self._pending.pop(path)
                 self._busy = True
+            began = time.monotonic()
             try:
                 atomic_write(path, payload)
             except BaseException as exc:  # reported to the training thread by flush/submit
@@ -168,6 +179,8 @@ class BackgroundWriter:
                     self._error = self._error or exc
             finally:
                 with self._cond:
+                    ended = time.monotonic()
+                    self._rest_until = ended + (ended - began) * (1 / self.duty - 1)
                     self._busy = False
                     self._cond.notify_all()
 
@@ -177,10 +190,15 @@ class BackgroundWriter:
             raise error
 
     def flush(self) -> None:
-        """Wait until everything pending is written."""
+        """Write everything pending now (no rest), and wait for it."""
         with self._cond:
-            while self._pending or self._busy:
-                self._cond.wait()
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._pending or self._busy:
+                    self._cond.wait()
+            finally:
+                self._flushing -= 1
             self._raise()
 
     def close(self) -> None:
@@ -226,7 +244,11 @@ class Run:
         self.rows: list[dict[str, Any]] = list(rows)
         self._write_checkpoint = write_checkpoint
         # the previous version of every file stays whole, so a failed write leaves the run resumable
-        self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}")
+        # At most an eighth of the time writing: pickling and fsync of last.pt after every 12 ms digits
+        # epoch took the two cores ~3 ms an epoch (0.65 s for 40 epochs against 0.48 s without last.pt;
+        # 0.52 s with this). Epochs longer than 8 writes (~30 ms here) still get every one written;
+        # shorter ones lag by at most that much, and flush (end of run, Ctrl-C) writes the newest.
+        self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}", duty=0.125)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.logged = logged or {}
         self.writer = None

@@ -753,6 +753,23 @@ def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
     assert torch.equal(checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]["w"], torch.zeros(3))
 
 
+def test_background_writer_rests_after_a_write_but_flush_writes_the_newest_at_once(tmp_path):
+    writer = runs.BackgroundWriter(duty=1e-6)  # any write is followed by a long rest
+    target = tmp_path / "last.pt"
+    writer.submit(target, lambda f: f.write(b"epoch 1"))
+    deadline = time.time() + 10
+    while not target.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    assert target.read_bytes() == b"epoch 1"  # the first version goes out at once
+    writer.submit(target, lambda f: f.write(b"epoch 2"))
+    writer.submit(target, lambda f: f.write(b"epoch 3"))
+    time.sleep(0.2)
+    assert target.read_bytes() == b"epoch 1"  # resting: held back, and epoch 2 will never be written
+    writer.flush()
+    assert target.read_bytes() == b"epoch 3"  # flush (end of run, Ctrl-C) does not wait for the rest
+    writer.close()
+
+
 def test_last_pt_is_saved_after_every_epoch(tmp_path):
     run_dir = runs.create_run_dir(tmp_path, "every", tmp_path / "run")
     run = runs.Run(run_dir, False, checkpoint.write)
