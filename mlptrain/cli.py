@@ -127,7 +127,7 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
 
 @app.command(epilog="Example: mlptrain fit configs/quickstart.yaml --set optimizer.lr=0.01 --set model.hidden=[128,128]")
 def fit(
-    config: Optional[Path] = typer.Argument(None, help="YAML spec to train (optional with --resume)."),
+    config: Optional[Path] = typer.Argument(None, metavar="CONFIG", help="YAML spec to train (optional with --resume)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a value: --set optimizer.lr=0.01 (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N (overrides train.device)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact directory for this run (must be new or empty)."),
@@ -167,7 +167,7 @@ def fit(
 
 @app.command(epilog="Example: mlptrain resume runs/quickstart/2026-01-01_12-00-00 --set train.epochs=200")
 def resume(
-    run_dir: Path = typer.Argument(..., help="The run directory `mlptrain fit` printed (it holds checkpoints/last.pt)."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The run directory `mlptrain fit` printed (it holds checkpoints/last.pt)."),
     set_: list[str] = typer.Option(
         [], "--set", "-s", help="Change train.epochs, train.early_stopping.patience, train.device, train.threads or logging.progress."
     ),
@@ -232,7 +232,7 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
 
 @app.command("eval", epilog="Example: mlptrain eval runs/quickstart/2026-01-01_12-00-00/checkpoints/best.pt --split test --json")
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A .pt file from a run's checkpoints/ folder."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .pt file from a run's checkpoints/ folder."),
     split: str = typer.Option("test", "--split", help="train | val | test: which split of the run's own data."),
     data: Optional[Path] = typer.Option(None, "--data", help="A new CSV/NPZ file with the training columns (and the target)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
@@ -268,8 +268,8 @@ def eval_(
 
 @app.command(epilog="Example: mlptrain predict runs/csv_example/<time>/checkpoints/best.pt configs/data/flowers.csv -o preds.csv")
 def predict(
-    checkpoint: Path = typer.Argument(..., help="A .pt file from a run's checkpoints/ folder."),
-    input: Path = typer.Argument(..., help="CSV (same feature columns) or NPZ/NPY (array x) to predict."),
+    checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .pt file from a run's checkpoints/ folder."),
+    input: Path = typer.Argument(..., metavar="INPUT", help="CSV (same feature columns) or NPZ/NPY (array x) to predict."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .npz)."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
@@ -284,7 +284,7 @@ def predict(
 
 @app.command(epilog="Example: mlptrain validate configs/xor.yaml --set model.hidden=[]")
 def validate(
-    config: Path = typer.Argument(..., help="YAML spec to check."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML spec to check."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override a value, as for fit."),
 ) -> None:
     """Check a spec without training: print the resolved config and a layer-by-layer model summary."""
@@ -323,7 +323,7 @@ def validate(
 
 
 @app.command(epilog="Example: mlptrain init my_experiment.yaml && mlptrain fit my_experiment.yaml")
-def init(path: Path = typer.Argument(Path("mlptrain.yaml"), help="Where to write the starter config.")) -> None:
+def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help="Where to write the starter config.")) -> None:
     """Write a commented starter config that runs as is."""
     from mlptrain.starter import STARTER
 
@@ -337,7 +337,7 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), help="Where to write
 
 @app.command(epilog="Example: mlptrain tensorboard runs --port 6007")
 def tensorboard(
-    runs_dir: Path = typer.Argument(Path("runs"), help="Directory holding run directories."),
+    runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR", help="Directory holding run directories."),
     port: int = typer.Option(6006, "--port", help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 to share on the network)."),
 ) -> None:
