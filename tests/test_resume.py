@@ -355,13 +355,13 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
 
 
 class SlowEpochs(SignalAt):
-    """Epochs of at least 50 ms, so that the writer (which rests between writes) writes before epoch 3."""
+    """Epochs of at least 200 ms, so that the writer (which rests between writes) writes before epoch 3."""
 
     def __init__(self) -> None:
         super().__init__(step=10**9)
 
     def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
-        time.sleep(0.05)
+        time.sleep(0.2)
 
 
 def test_a_full_disk_stops_the_run_in_one_line_and_leaves_it_resumable(tmp_path, monkeypatch):
