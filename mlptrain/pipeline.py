@@ -37,7 +37,7 @@ from mlptrain.metrics import confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.runs import (
-    Run, atomic_write_text, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
+    Run, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
 )
 from mlptrain.tasks import monitors
 
@@ -221,6 +221,7 @@ def train(
     else:  # metrics.csv as far as last.pt goes; TensorBoard steps already on disk are not logged twice
         rows = [r for r in read_metrics(run_path) if int(r["epoch"]) <= resume["epoch"]]
         run = Run(run_path, spec.logging.tensorboard, checkpoint.write, rows, logged_steps(run_path))
+        run.mark_resumed()
     run.static = {
         "spec": spec_dict,
         "data_state": prepared.state,
@@ -389,11 +390,6 @@ def resume(
     run_dir = Path(run_dir)
     probe_writable(run_dir)
     remove_partial_files(run_dir)  # temporary files of writes a kill cut short (whole files are untouched)
-    summary = run_dir / "summary.json"
-    if summary.is_file():  # a complete run trained further: its checkpoints are about to change
-        old = json.loads(summary.read_text(encoding="utf-8"))
-        old.pop("checkpoints", None)
-        atomic_write_text(summary, json.dumps({**old, "status": "resumed: training again"}, indent=2) + "\n")
     return train(spec, run_dir, device_name or spec.train.device, progress, notify, resume=state)
 
 

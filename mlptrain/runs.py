@@ -330,6 +330,14 @@ class Run:
         for tag, value in tagged.items():
             self.writer.add_scalar(tag, value)
 
+    def mark_resumed(self) -> None:
+        """A complete run trained further: its summary no longer vouches for the checkpoints about to change."""
+        path = self.path / "summary.json"
+        if path.is_file():
+            old = json.loads(path.read_text(encoding="utf-8"))
+            old.pop("checkpoints", None)
+            self.write_summary({**old, "status": "resumed: training again"})
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         try:
             atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")

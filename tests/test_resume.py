@@ -453,3 +453,23 @@ def test_fit_resume_is_resume_and_fit_needs_a_config_otherwise(tmp_path, capsys)
     assert err.startswith("error:") and "give the YAML spec to train (or --resume RUN_DIR)" in err
     assert main(["resume", str(path)]) == 5
     assert f"complete, all 6 epochs ran; to train longer: mlptrain resume {path} --set train.epochs=12" in capsys.readouterr().err
+
+
+def test_a_complete_run_trained_further_no_longer_vouches_for_its_checkpoints(tmp_path, capsys):
+    done = _run(SGD_MOMENTUM, tmp_path, "run")
+    summary = done.run_dir / "summary.json"
+    before = summary.read_bytes()
+    spec, state = pipeline.load_resume(done.run_dir, ["train.epochs=9"])
+    state["class_names"] = ["x", "y", "z"]  # as if the data had changed: refused before anything is touched
+    with pytest.raises(Exception, match="the data changed"):
+        pipeline.resume(done.run_dir, spec, state, "cpu")
+    assert summary.read_bytes() == before
+    with pytest.raises(Interrupted):
+        _resume(done.run_dir, ["train.epochs=9"], SignalAt(45))
+    during = json.loads(summary.read_text())
+    assert during["status"] == "resumed: training again" and "checkpoints" not in during
+    assert main(["eval", str(done.run_dir / "checkpoints" / "last.pt")]) == 0
+    assert "warning" not in capsys.readouterr().err  # no recorded hash to disagree with
+    assert _resume(done.run_dir).summary["status"] == "complete"
+    assert json.loads(summary.read_text())["checkpoints"]["last"]["sha256"] == checkpoint.sha256(
+        done.run_dir / "checkpoints" / "last.pt")
