@@ -35,7 +35,10 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results.jsonl"
-FASHION_FILE = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+# Fashion-MNIST where Debian's dataset-fashion-mnist puts it, or (a lent GPU machine, where the files
+# travel with the working tree) the directory named by MLPTRAIN_FASHION_ROOT: see README "On a lent GPU".
+FASHION_ROOT = os.environ.get("MLPTRAIN_FASHION_ROOT")
+FASHION_FILE = Path(FASHION_ROOT or "/usr/share/datasets/fashion-mnist") / "train-images-idx3-ubyte.gz"
 BATCH = 128
 LR = 1e-3
 
@@ -61,7 +64,8 @@ NAMES = {
 
 
 def data_section(data: str) -> dict[str, Any]:
-    return {"name": data, "split": {"val": 0.15, "test": 0.15, "seed": 0}, "scale": "standard"}
+    root = {"root": str(Path(FASHION_ROOT).resolve())} if data == "fashion_mnist" and FASHION_ROOT else {}
+    return {"name": data, **root, "split": {"val": 0.15, "test": 0.15, "seed": 0}, "scale": "standard"}
 
 
 def load_arrays(data: str):
