@@ -44,6 +44,15 @@ ADAM_SCHEDULE_DROPOUT = {
     "train": {"epochs": 7, "batch_size": 24, "seed": 9, "early_stopping": {"patience": 2, "monitor": "val/accuracy"}},
     "logging": {"progress": "none", "step_every": 4, "histograms_every": 3},
 }
+BF16_CLIP_EVERY_STEPS = {
+    "data": BLOBS,
+    "model": {"hidden": [32], "activation": "gelu", "norm": "layer"},
+    "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
+    "scheduler": {"name": "step", "step_size": 2, "gamma": 0.5},
+    "train": {"epochs": 5, "batch_size": 16, "seed": 2, "precision": "bf16-mixed", "grad_clip": 0.5,
+              "early_stopping": {"enabled": False}, "checkpoint": {"every_steps": 5}},
+    "logging": {"progress": "none", "step_every": 2},
+}
 PLATEAU_EARLY_STOP = {
     "data": BLOBS,
     "model": {"hidden": [16], "norm": "batch"},
@@ -159,8 +168,11 @@ def assert_same_run(a: Path, b: Path, outcome_a: pipeline.FitOutcome, outcome_b:
         (SGD_MOMENTUM, [10, 27, 28, 38]),  # 28: an epoch's last step; stopped four times
         (ADAM_SCHEDULE_DROPOUT, [9, 30]),
         (PLATEAU_EARLY_STOP, [7, 21]),  # ReduceLROnPlateau state, BatchNorm buffers, early stopping counters
+        (BF16_CLIP_EVERY_STEPS, [12, 40]),  # CPU autocast, clipping, mid-epoch saves on the way
+        ({**BF16_CLIP_EVERY_STEPS, "train": {**BF16_CLIP_EVERY_STEPS["train"], "precision": "16-mixed"}}, [9, 33]),
     ],
-    ids=["sgd-momentum-mid-epoch", "sgd-momentum-4-stops", "adam-cosine-dropout-augment", "rmsprop-plateau-early-stop"],
+    ids=["sgd-momentum-mid-epoch", "sgd-momentum-4-stops", "adam-cosine-dropout-augment", "rmsprop-plateau-early-stop",
+         "adamw-bf16-clip-every-steps", "adamw-fp16-gradscaler"],
 )
 def test_a_stopped_and_resumed_run_is_bit_identical_to_one_never_stopped(raw, stops, tmp_path):
     whole = _run(raw, tmp_path, "whole")
