@@ -158,10 +158,13 @@ def fit(
     try:
         with naming(config):
             _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
-    except BaseException:
+    except BaseException as exc:
         from mlptrain.runs import remove_if_unused
 
-        remove_if_unused(path)  # failed before writing anything (bad data, no CUDA): leave no empty run behind
+        # failed before writing anything (bad data, no CUDA): leave no empty run behind, and say so
+        # under the "run directory:" line printed above
+        if remove_if_unused(path) and isinstance(exc, MlptrainError):
+            exc.args = (f"{exc} (nothing was written: {path} removed)",)
         raise
 
 

@@ -401,8 +401,10 @@ def test_a_run_that_fails_before_writing_leaves_no_directory(write_config, tmp_p
     cfg = write_config("data: {name: mnist, root: nothing-here}\ntrain: {epochs: 1}\n")
     run_dir = tmp_path / "r"
     assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == 3
-    err = capsys.readouterr().err
-    assert "files not found" in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "files not found" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"run directory: {run_dir}" in captured.out and f"(nothing was written: {run_dir} removed)" in err
     assert not run_dir.exists()
     # a directory with anything in it is never removed
     keep = tmp_path / "keep"
