@@ -199,9 +199,12 @@ def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
-def _run_over(loop: Loop, epoch: int, bad_epochs: int) -> bool:
-    """Whether training ends after ``epoch``: the last epoch, or patience used up (Keras's rule)."""
-    return epoch >= loop.epochs or (loop.early_stopping and bad_epochs >= max(1, loop.patience))
+def run_over(epoch: int, bad_epochs: int, epochs: int, early_stopping: bool, patience: int) -> bool:
+    """Whether training ends after ``epoch``: the last epoch, or patience used up (Keras's rule).
+
+    The loop asks it after every epoch; ``mlptrain resume`` asks it of a stopped run's last.pt.
+    """
+    return epoch >= epochs or (early_stopping and bad_epochs >= max(1, patience))
 
 
 class NonFiniteLoss(Exception):
@@ -350,7 +353,7 @@ def fit(
     epoch = resumed_at = done_epochs
     # A resumed run that had ended (its last epoch, or early stopping) trains on only if given more
     # epochs or patience; otherwise only what follows the loop (restoring the best weights) remains.
-    ended = position is None and _run_over(loop, done_epochs, bad_epochs)
+    ended = position is None and run_over(done_epochs, bad_epochs, loop.epochs, loop.early_stopping, loop.patience)
     for epoch in range(done_epochs + 1, loop.epochs + 1 if not ended else 0):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         epoch_start = time.perf_counter()
@@ -454,7 +457,7 @@ def fit(
                 best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-        final = _run_over(loop, epoch, bad_epochs)
+        final = run_over(epoch, bad_epochs, loop.epochs, loop.early_stopping, loop.patience)
         schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
         if not loop.schedule_per_step:
             schedule.step()

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from mlptrain import augment, checkpoint, data as datamod
-from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
+from mlptrain.config import RESUMABLE, Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
-    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, score, unscale,
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, run_over, score,
+    unscale,
 )
 from mlptrain.errors import (
     CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
@@ -334,10 +335,6 @@ def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path
             )
 
 
-# Keys a resumed run may change: how long to go on and where, not what is trained.
-RESUMABLE = ("train.epochs", "train.early_stopping.patience", "train.device", "train.threads", "logging.progress")
-
-
 def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:
     """The spec and last.pt of a stopped run, after checking that there is something left to train."""
     from mlptrain.config import apply_overrides, load_spec
@@ -370,11 +367,11 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     done, bad = state["epoch"], state["resume"]["bad_epochs"]
     es = spec.train.early_stopping
     at_end = state["resume"]["position"] is None and (run_dir / "summary.json").is_file()  # else: finish it
-    if at_end and done >= spec.train.epochs:
-        raise RunDirError(
-            f"{run_dir}: complete, all {done} epochs ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
-        )
-    if at_end and es.enabled and bad >= max(1, es.patience):
+    if at_end and run_over(done, bad, spec.train.epochs, es.enabled, es.patience):
+        if done >= spec.train.epochs:
+            raise RunDirError(
+                f"{run_dir}: complete, all {done} epochs ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
+            )
         raise RunDirError(
             f"{run_dir}: stopped early at epoch {done} ({bad} epochs without improvement); to go on: "
             f"mlptrain resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"
