@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mlptrain.config import RESUMABLE
 from mlptrain.errors import ConfigError, Interrupted, MlptrainError
 
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
@@ -172,7 +173,7 @@ def fit(
 def resume(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The run directory `mlptrain fit` printed (it holds checkpoints/last.pt)."),
     set_: list[str] = typer.Option(
-        [], "--set", "-s", help="Change train.epochs, train.early_stopping.patience, train.device, train.threads or logging.progress."
+        [], "--set", "-s", help=f"Change one of {', '.join(RESUMABLE)} (the rest of a run's config stays)."
     ),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
