@@ -238,6 +238,10 @@ def _numbers(x: np.ndarray, path: Path) -> np.ndarray:
     if x.dtype.kind in "biuf":
         return x.astype(np.float32)
     if x.dtype.kind in "US":  # text: numbers written as strings are fine, anything else is named
+        try:
+            return x.astype(np.float32)  # all numbers: one conversion, no Python loop over the cells
+        except ValueError:
+            pass
         for (i, j), v in np.ndenumerate(x):
             try:
                 float(v)
