@@ -308,10 +308,12 @@ def train(
 
 def _diverged(exc: NonFiniteLoss, last: Path, loop: Loop) -> str:
     kept = f"{last} keeps the last good state" if last.is_file() else "no checkpoint was saved before it"
-    how = "every batch of the epoch was skipped" if loop.on_nan == "skip_batch" else "stopped"
+    skipping = loop.on_nan == "skip_batch"
+    how = "every batch of the epoch was skipped" if skipping else "stopped"
+    helps = "train.grad_clip may help" if skipping else "train.grad_clip or train.on_nan: skip_batch may help"
     return (
         f"{exc}; {how} ({kept}). Likely causes: a learning rate too high (optimizer.lr), a loss that does not fit "
-        "the task (loss.name), or unscaled inputs (data.scale); train.grad_clip or train.on_nan: skip_batch may help"
+        f"the task (loss.name), or unscaled inputs (data.scale); {helps}"
     )
 
 
