@@ -472,7 +472,7 @@ def fit(
                 run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
                                              "best": best_info()})
             if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
-                run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs))
+                run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs), durable=True)
         progress.end_epoch(epoch, values, improved)
         if final and epoch < loop.epochs:
             stopped = True

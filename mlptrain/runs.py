@@ -125,11 +125,13 @@ def remove_if_unused(path: Path) -> bool:
 class BackgroundWriter:
     """Atomic file writes on one worker thread, so serializing and fsync never stall the training loop.
 
-    Only the newest pending version of a path is kept: when epochs come faster than the writes, a
-    version nobody will read is skipped rather than queued, and a crash still leaves the previous
-    whole file. After each write the worker rests so that writing takes at most ``duty`` of its
-    time (it competes with training for the cores). ``flush`` writes everything pending at once and
-    re-raises a failure (a full disk must stop the run, not vanish in a thread).
+    Only the newest pending version of a path is kept: a version nobody will read is skipped rather
+    than queued, and a crash still leaves the previous whole file. After each ordinary write the
+    worker rests so that those writes take at most ``duty`` of its time (it competes with training
+    for the cores). A ``durable`` version (last.pt at an epoch's end) skips the rest and is never
+    skipped: submitting the next durable version of its path first waits until the previous one is
+    on disk, so a crash loses at most the epoch since. ``flush`` writes everything pending at once
+    and re-raises a failure (a full disk must stop the run, not vanish in a thread).
     """
 
     def __init__(self, hint: str = "", duty: float = 1.0) -> None:
@@ -138,6 +140,7 @@ class BackgroundWriter:
         self._rest_until = 0.0
         self._flushing = 0
         self._pending: dict[Path, Callable[[BinaryIO], Any]] = {}
+        self._durable: set[Path] = set()  # paths whose durable version is pending or being written
         self._busy = False
         self._error: Optional[BaseException] = None
         self._closed = False
@@ -145,12 +148,16 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._work, name="mlptrain-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, path: Path, payload: Callable[[BinaryIO], Any]) -> None:
+    def submit(self, path: Path, payload: Callable[[BinaryIO], Any], durable: bool = False) -> None:
         """Queue ``payload(file)`` (called on the worker with the open temporary file) to become ``path``."""
         with self._cond:
+            while durable and path in self._durable and self._error is None:
+                self._cond.wait()  # the previous durable version first: none is ever skipped
             self._raise()
             self._pending.pop(path, None)  # re-insert: the newest version, written in submission order
             self._pending[path] = payload
+            if durable:
+                self._durable.add(path)
             self._cond.notify_all()
 
     def _work(self) -> None:
@@ -162,11 +169,12 @@ class BackgroundWriter:
                             return
                         self._cond.wait()
                         continue
+                    durable = next((p for p in self._pending if p in self._durable), None)
                     rest = self._rest_until - time.monotonic()
-                    if rest <= 0 or self._flushing or self._closed:
+                    if durable is not None or rest <= 0 or self._flushing or self._closed:
                         break
                     self._cond.wait(rest)
-                path = next(iter(self._pending))
+                path = durable if durable is not None else next(iter(self._pending))
                 payload = self._pending.pop(path)
                 self._busy = True
             began = time.monotonic()
@@ -180,7 +188,10 @@ class BackgroundWriter:
             finally:
                 with self._cond:
                     ended = time.monotonic()
-                    self._rest_until = ended + (ended - began) * (1 / self.duty - 1)
+                    if durable is None:  # durable writes are owed, not rested for
+                        self._rest_until = ended + (ended - began) * (1 / self.duty - 1)
+                    elif path not in self._pending:  # (a newer durable version may already wait)
+                        self._durable.discard(path)
                     self._busy = False
                     self._cond.notify_all()
 
@@ -244,10 +255,11 @@ class Run:
         self.rows: list[dict[str, Any]] = list(rows)
         self._write_checkpoint = write_checkpoint
         # A failed write leaves the previous version of the file whole, so the run stays resumable.
-        # At most an eighth of the time writing: pickling and fsync of last.pt after every 12 ms digits
-        # epoch took the two cores ~3 ms an epoch (0.65 s for 40 epochs against 0.48 s without last.pt;
-        # 0.52 s with this). Epochs longer than 8 writes (~30 ms here) still get every one written;
-        # shorter ones lag by at most that much, and flush (end of run, Ctrl-C) writes the newest.
+        # last.pt at an epoch's end is durable: written at once, and the next epoch's waits for it, so
+        # a crash loses at most the epoch in progress and the one just finished. best.pt, metrics.csv
+        # and mid-epoch saves (every_steps) take at most an eighth of the writer's time, newest first:
+        # those can be rebuilt from last.pt (resume does), and 12 ms digits epochs would otherwise
+        # spend a quarter of their time writing them.
         self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}", duty=0.125)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.logged = logged or {}
@@ -270,10 +282,11 @@ class Run:
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
-    def save_checkpoint(self, name: str, state: dict[str, Any]) -> Path:
+    def save_checkpoint(self, name: str, state: dict[str, Any], durable: bool = False) -> Path:
+        """Queue a checkpoint; ``durable`` ones are never skipped (see BackgroundWriter)."""
         path = self.checkpoint_path(name)
         frozen = {**self.static, **snapshot(state)}
-        self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen))
+        self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen), durable)
         return path
 
     def log_epoch(self, epoch: int, values: dict[str, float], seconds: Optional[float] = None) -> None:

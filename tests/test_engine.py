@@ -770,12 +770,38 @@ def test_background_writer_rests_after_a_write_but_flush_writes_the_newest_at_on
     writer.close()
 
 
+def test_background_writer_never_rests_on_or_skips_a_durable_version(tmp_path):
+    """Epoch-end last.pt: written at once, even after a long rest began, and never replaced unwritten."""
+    writer = runs.BackgroundWriter(duty=1e-6)
+    target, other = tmp_path / "last.pt", tmp_path / "metrics.csv"
+    writer.submit(other, lambda f: f.write(b"rows 1"))  # an ordinary write: a long rest follows it
+    written: list[bytes] = []
+
+    def slow(version: bytes):
+        def payload(f):
+            time.sleep(0.05)  # slower than the "epochs" below: submit must wait, not skip
+            f.write(version)
+            written.append(version)
+        return payload
+
+    for i in range(1, 6):
+        writer.submit(target, slow(b"epoch %d" % i), durable=True)
+        if i > 1:  # the previous epoch's last.pt is on disk before this one is queued
+            assert target.read_bytes() == b"epoch %d" % (i - 1)
+    writer.submit(other, lambda f: f.write(b"rows 5"))
+    time.sleep(0.3)
+    assert target.read_bytes() == b"epoch 5" and written == [b"epoch %d" % i for i in range(1, 6)]
+    assert other.read_bytes() == b"rows 1"  # ordinary versions still wait out the rest
+    writer.close()
+    assert other.read_bytes() == b"rows 5"
+
+
 def test_last_pt_is_saved_after_every_epoch(tmp_path):
     run_dir = runs.create_run_dir(tmp_path, "every", tmp_path / "run")
     run = runs.Run(run_dir, False, checkpoint.write)
     saved: list[tuple[str, int]] = []
     original = run.save_checkpoint
-    run.save_checkpoint = lambda name, state: (saved.append((name, state["epoch"])), original(name, state))[1]
+    run.save_checkpoint = lambda name, state, **kw: (saved.append((name, state["epoch"])), original(name, state, **kw))[1]
     res = run_fit(one_weight_model(), ES_TRAIN, ES_VAL, lr=0.5, epochs=12, early_stopping=False, save_best=False,
                   save_last=True, run=run)
     run.close()

@@ -358,11 +358,11 @@ def observe_last_saves(spec: Spec, work: Path) -> dict[str, Any]:
     saves: list[tuple[int, Optional[int]]] = []
     original = runs.Run.save_checkpoint
 
-    def spy(self, name, state):  # noqa: ANN001
+    def spy(self, name, state, **kw):  # noqa: ANN001
         if name == "last":
             position = state["resume"]["position"]
             saves.append((state["epoch"], None if position is None else position["batch"]))
-        return original(self, name, state)
+        return original(self, name, state, **kw)
 
     runs.Run.save_checkpoint = spy
     try:

@@ -282,9 +282,21 @@ logging: {progress: plain, tensorboard: true, histograms_every: 0}
 """
 
 
-def _start(args: list[str]) -> subprocess.Popen:
+# A disk as slow as some CI machines': every fsync takes 30 ms, so a checkpoint write (file and
+# directory) takes about as long as one of CLI_CONFIG's epochs.
+SLOW_DISK = """\
+import os, sys, time
+fsync = os.fsync
+os.fsync = lambda fd: (time.sleep(0.03), fsync(fd))[1]
+from mlptrain.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start(args: list[str], slow_disk: bool = False) -> subprocess.Popen:
+    command = ["-c", SLOW_DISK] if slow_disk else ["-m", "mlptrain"]
     return subprocess.Popen(
-        [sys.executable, "-m", "mlptrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
@@ -337,7 +349,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
     run_dir = tmp_path / "run"
     rng = random.Random(20261124)
     saved: list[tuple[int, bool]] = []  # (step, mid-epoch) of last.pt after each kill
-    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)])
+    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)], slow_disk=True)
     while len(saved) < 6:
         shown = _wait_for_epoch(proc)
         time.sleep(rng.uniform(0.0, 0.6))
@@ -350,7 +362,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
         last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
         assert last["epoch"] >= shown - 1  # at most the epoch in progress and the one just shown are lost
         saved.append((last["step"], last["resume"]["position"] is not None))
-        proc = _start(["resume", str(run_dir)])
+        proc = _start(["resume", str(run_dir)], slow_disk=True)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     steps = [s for s, _ in saved]
