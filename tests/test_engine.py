@@ -789,7 +789,9 @@ def test_background_writer_never_rests_on_or_skips_a_durable_version(tmp_path):
         if i > 1:  # the previous epoch's last.pt is on disk before this one is queued
             assert target.read_bytes() == b"epoch %d" % (i - 1)
     writer.submit(other, lambda f: f.write(b"rows 5"))
-    time.sleep(0.3)
+    deadline = time.time() + 10  # no flush: the durable version goes out on its own
+    while target.read_bytes() != b"epoch 5" and time.time() < deadline:
+        time.sleep(0.01)
     assert target.read_bytes() == b"epoch 5" and written == [b"epoch %d" % i for i in range(1, 6)]
     assert other.read_bytes() == b"rows 1"  # ordinary versions still wait out the rest
     writer.close()
