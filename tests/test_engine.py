@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from mlptrain import checkpoint, pipeline, runs
+from mlptrain import checkpoint, engine, pipeline, runs
 from mlptrain.config import ModelSpec, SchedulerSpec, spec_to_dict, validate_dict
 from mlptrain.engine import Loop, Task, fit
 from mlptrain.errors import CheckpointError, RunDirError
@@ -825,3 +825,16 @@ def test_training_freezes_start_up_objects_from_the_collector_and_releases_them_
     _train(_spec(tmp_path, train={"epochs": 1}), tmp_path)
     assert frozen_during[0] > 10_000  # torch's and pydantic's objects are not walked by collections in training
     assert gc.get_freeze_count() == 0
+
+
+def test_history_is_packed_into_a_table_and_comes_back_the_same():
+    """last.pt is written every epoch: its history must not pickle one object per value."""
+    history = [{"epoch": e, "train/loss": 1.0 / e, "lr": 0.1, **({"train/skipped_batches": 2.0} if e == 2 else {})}
+               for e in range(1, 1001)]
+    history[5]["val/loss"] = float("nan")  # a NaN value is kept as such, a missing one stays missing
+    packed = engine.pack_history(history)
+    assert packed["values"].shape == (1000, 5) and packed["values"].dtype == torch.float64
+    back = engine.unpack_history(packed)
+    assert back[:5] + back[6:] == history[:5] + history[6:] and isinstance(back[0]["epoch"], int)
+    assert math.isnan(back[5]["val/loss"]) and "val/loss" not in back[4] and "train/skipped_batches" not in back[0]
+    assert engine.unpack_history(engine.pack_history([])) == []
