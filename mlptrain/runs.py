@@ -238,6 +238,12 @@ def snapshot(value: Any) -> Any:
     return value
 
 
+def _csv_line(columns: list[str], row: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=columns, lineterminator="\n").writerow(row)
+    return buf.getvalue()
+
+
 class Run:
     """Writes one run's files: config.yaml, metrics.csv, summary.json, checkpoints, TensorBoard events.
 
@@ -253,6 +259,8 @@ class Run:
     ):
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = list(rows)
+        self._csv_columns: list[str] = []  # metrics.csv as rendered so far: a 1,000-epoch run re-rendered
+        self._csv_lines: list[str] = []  # 1,000 rows after every epoch
         self._write_checkpoint = write_checkpoint
         # A failed write leaves the previous version of the file whole, so the run stays resumable.
         # last.pt at an epoch's end is durable: written at once, and the next epoch's waits for it, so
@@ -299,25 +307,24 @@ class Run:
         if seconds is not None:
             row["epoch_seconds"] = seconds
         self.rows.append(row)
-        columns: list[str] = []
-        for r in self.rows:
-            columns += [k for k in r if k not in columns]
-        rows = list(self.rows)
-
-        def text(f: BinaryIO) -> None:
-            buf = io.StringIO()
-            out = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-            out.writeheader()
-            out.writerows(rows)
-            f.write(buf.getvalue().encode("utf-8"))
-
-        self._writer.submit(self.path / "metrics.csv", text)
+        text = self._csv_text(row)
+        self._writer.submit(self.path / "metrics.csv", lambda f: f.write(text.encode("utf-8")))
         scalars = dict(values)
         if seconds is not None:
             scalars["time/epoch_seconds"] = seconds
         for tag, value in scalars.items():
             if self._new(tag, epoch):
                 self.writer.add_scalar(tag, value, epoch)
+
+    def _csv_text(self, row: dict[str, Any]) -> str:
+        """metrics.csv with ``row`` (just appended to self.rows) added: only a new column re-renders the rows."""
+        if not self._csv_columns or any(k not in self._csv_columns for k in row):
+            for r in self.rows:
+                self._csv_columns += [k for k in r if k not in self._csv_columns]
+            self._csv_lines = [_csv_line(self._csv_columns, r) for r in self.rows]
+        else:
+            self._csv_lines.append(_csv_line(self._csv_columns, row))
+        return _csv_line(self._csv_columns, dict(zip(self._csv_columns, self._csv_columns))) + "".join(self._csv_lines)
 
     def _new(self, tag: str, step: int) -> bool:
         """Whether TensorBoard should get ``tag`` at ``step``: it is on, and no earlier session logged it."""

@@ -838,3 +838,15 @@ def test_history_is_packed_into_a_table_and_comes_back_the_same():
     assert back[:5] + back[6:] == history[:5] + history[6:] and isinstance(back[0]["epoch"], int)
     assert math.isnan(back[5]["val/loss"]) and "val/loss" not in back[4] and "train/skipped_batches" not in back[0]
     assert engine.unpack_history(engine.pack_history([])) == []
+
+
+def test_metrics_csv_gains_a_column_that_appears_later_and_keeps_resumed_rows(tmp_path):
+    run_dir = runs.create_run_dir(tmp_path, "csv", tmp_path / "run")
+    run = runs.Run(run_dir, False, checkpoint.write, rows=[{"epoch": 1, "train/loss": 0.9}])
+    run.log_epoch(2, {"train/loss": 0.8})
+    run.log_epoch(3, {"train/loss": 0.7, "train/skipped_batches": 1.0}, seconds=0.5)
+    run.log_epoch(4, {"train/loss": 0.6})
+    run.close()
+    assert (run_dir / "metrics.csv").read_text().splitlines() == [
+        "epoch,train/loss,train/skipped_batches,epoch_seconds", "1,0.9,,", "2,0.8,,", "3,0.7,1.0,0.5", "4,0.6,,",
+    ]
