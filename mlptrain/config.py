@@ -388,7 +388,8 @@ class CheckpointSpec(Section):
     every_steps: Optional[int] = Field(
         None, ge=1,
         description="Also rewrite last.pt every N optimizer steps, recording the position within the epoch, so a "
-        "killed run loses at most N steps (for long epochs; costs a copy of the weights and optimizer state each time).",
+        "killed run loses at most N steps (for long epochs; each save copies the weights and optimizer state, and "
+        "training waits if the previous save is not yet on disk).",
     )
 
     @model_validator(mode="after")

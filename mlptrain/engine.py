@@ -450,7 +450,7 @@ def fit(
                     "loss": loss_sum, "correct": correct, "window": window_buf, "seen": seen,
                     "window_steps": window_steps, "skipped": epoch_skipped, "seconds": time.perf_counter() - epoch_start,
                 }
-                run.save_checkpoint("last", state({"epoch": epoch, "batch": b + 1, "order": order, "sums": sums}))
+                run.save_checkpoint("last", state({"epoch": epoch, "batch": b + 1, "order": order, "sums": sums}), durable=True)
             if halted:
                 break
         if halted:

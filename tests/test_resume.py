@@ -277,7 +277,7 @@ CLI_CONFIG = """\
 data: {name: blobs, n_samples: 3000, n_classes: 3, n_features: 8, noise: 2.0, seed: 5}
 model: {hidden: [64, 64], dropout: 0.2}
 optimizer: {name: adam, lr: 0.003}
-train: {epochs: %(epochs)d, batch_size: 16, seed: 3, early_stopping: {enabled: false}, checkpoint: {every_steps: 7}}
+train: {epochs: %(epochs)d, batch_size: 16, seed: 3, early_stopping: {enabled: false}, checkpoint: {every_steps: 40}}
 logging: {progress: plain, tensorboard: true, histograms_every: 0}
 """
 
