@@ -10,9 +10,13 @@ own fresh Python process, one after the other (never concurrently):
   c  scikit-learn MLPClassifier (adam, batch 128, lr 1e-3, max_iter=epochs, no early stopping)
   d  the matmul floor: forward + backward of the same layers (out.sum().backward()), no loss,
      no optimizer, over the same number of batches per epoch
+  e  b with `train.precision: bf16-mixed` (what `precision: auto` picks there): run only on a
+     device that multiplies bfloat16 natively (a GPU from Ampere on, a CPU with AVX512-BF16 or AMX)
 
 Usage: python bench/bench.py [--only digits[,fashion_mnist]] [--epochs N] [--repeat R] [--quick]
-Speed ratios are samples/s of b over samples/s of the other variant: above 1 means mlptrain is faster.
+Speed ratios are samples/s of b (or e) over samples/s of the other variant: above 1 means mlptrain
+is faster. A speed target is checked on the faster of b and e, and says which; the test accuracy
+column shows whether the speed was bought with worse maths.
 """
 
 from __future__ import annotations
@@ -56,7 +60,16 @@ NAMES = {
     "b": "b mlptrain fit",
     "c": "c sklearn MLP",
     "d": "d matmul floor",
+    "e": "e fit bf16-mixed",
 }
+FITS = {"b": "32", "e": "bf16-mixed"}  # the variants that run `mlptrain fit`, with their train.precision
+
+# Dense bfloat16 peak of a GPU (TFLOP/s, vendor spec sheets), to print beside what e achieves.
+GPU_PEAK_BF16 = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+def gpu_peak(name: str) -> Optional[float]:
+    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,8 +289,8 @@ def fit_train_keys() -> set[str]:
     return set(TrainSpec.model_fields)
 
 
-def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float) -> dict[str, Any]:
-    """Variant b through the real CLI."""
+def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float, precision: str = "32") -> dict[str, Any]:
+    """Variant b (or e: bf16-mixed) through the real CLI."""
     import yaml
 
     config = {
@@ -286,7 +299,7 @@ def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeo
         "model": {"hidden": list(workload["hidden"]), "activation": "relu"},
         "optimizer": {"name": "adam", "lr": LR},
         "scheduler": {"name": "none"},
-        "train": {"batch_size": BATCH, "epochs": epochs, "early_stopping": {"enabled": False}},
+        "train": {"batch_size": BATCH, "epochs": epochs, "early_stopping": {"enabled": False}, "precision": precision},
         "logging": {"histograms_every": 0},
     }
     cfg = tmp / f"{workload['data']}.yaml"
@@ -342,7 +355,10 @@ def run_variant(variant: str, workload: dict[str, Any], epochs: int, device: str
     """Run a variant `repeat` times (fresh process each); keep the fastest run (noise only ever adds time)."""
     runs = []
     for _ in range(repeat):
-        r = run_fit(workload, epochs, device, tmp, timeout) if variant == "b" else run_worker(variant, workload, epochs, device, tmp, timeout)
+        if variant in FITS:
+            r = run_fit(workload, epochs, device, tmp, timeout, FITS[variant])
+        else:
+            r = run_worker(variant, workload, epochs, device, tmp, timeout)
         runs.append(r)
         if "error" in r:
             return r
@@ -382,10 +398,13 @@ def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]],
         if eps:
             line += "  " + " ".join(fmt_ms(s) for s in eps)
         else:
-            line += "  (no per-epoch times)" if v != "b" else "  (metrics.csv has no time column; train_seconds/epochs)"
+            line += "  (no per-epoch times)" if v not in FITS else "  (metrics.csv has no time column; train_seconds/epochs)"
         if len(r.get("repeats_train_seconds", [])) > 1:
             line += f"  [best of {len(r['repeats_train_seconds'])} runs: {r['repeats_train_seconds']} s]"
         print(line)
+    peak = gpu_peak(torch_gpu_name()) if cuda else None
+    if peak:
+        print(f"TFLOP/s = 6 x weights x samples/s; the GPU's dense bf16 peak is {peak:.0f} TFLOP/s (spec sheet)")
     ref = REFERENCE_MS.get(workload_name)
     if ref and device == "cpu":
         print("reference (2 cores, torch 2.14.1 CPU): " + ", ".join(f"{NAMES[k]} {v:.0f} ms/epoch" for k, v in ref.items()))
@@ -394,28 +413,40 @@ def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]],
 def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     ok = {v: r for v, r in res.items() if "error" not in r}
     ratios: dict[str, float] = {}
-    if "b" in ok:
+    for fit in (v for v in FITS if v in ok):
         for other in ("a", "c", "d"):
             if other in ok:
-                ratios[f"b/{other}"] = ok["b"]["samples_per_s"] / ok[other]["samples_per_s"]
+                ratios[f"{fit}/{other}"] = ok[fit]["samples_per_s"] / ok[other]["samples_per_s"]
     if ratios:
-        print("speed ratios (samples/s of b / samples/s of X; > 1 means mlptrain fit is faster than X):")
+        print("speed ratios (samples/s of b or e / samples/s of X; > 1 means mlptrain fit is faster than X):")
         for k, v in ratios.items():
             extra = f"   (time_b/time_d = {1 / v:.2f}: how many times the floor's time b takes; 1.00 is the floor)" if k == "b/d" else ""
             print(f"  {k} = {v:.2f}x{extra}")
+
+    def fastest(other: str) -> tuple[Optional[float], str]:
+        """mlptrain's speed over ``other`` at its faster precision (b: 32, e: bf16-mixed), and which."""
+        found = [(ratios[f"{fit}/{other}"], FITS[fit]) for fit in FITS if f"{fit}/{other}" in ratios]
+        return max(found) if found else (None, "")
 
     targets: list[dict[str, Any]] = []
 
     def target(name: str, value: Optional[float], goal: str, passed: Optional[bool]) -> None:
         targets.append({"target": name, "value": value, "goal": goal, "pass": passed})
 
+    def speed(name: str, other: str, goal: float) -> None:
+        value, precision = fastest(other)
+        label = f"{name} b/{other} speed" + (f" ({precision})" if precision else "")
+        target(label, value, f">= {goal:g}x", None if value is None else value >= goal)
+
     if device != "cpu":
-        return ratios, targets  # the targets were set for CPU
-    if workload_name == "digits":
-        target("digits b/a speed", ratios.get("b/a"), ">= 1.8x", None if "b/a" not in ratios else ratios["b/a"] >= 1.8)
-        target("digits b/c speed", ratios.get("b/c"), ">= 1.6x", None if "b/c" not in ratios else ratios["b/c"] >= 1.6)
+        if workload_name == "fashion_mnist":
+            value = ratios.get("e/a")
+            target("fashion e/a speed on the GPU (bf16-mixed)", value, ">= 10x", None if value is None else value >= 10)
+    elif workload_name == "digits":
+        speed("digits", "a", 1.8)
+        speed("digits", "c", 1.6)
     elif workload_name == "fashion_mnist":
-        target("fashion b/a speed", ratios.get("b/a"), ">= 1.8x", None if "b/a" not in ratios else ratios["b/a"] >= 1.8)
+        speed("fashion", "a", 1.8)
         td = None if "b/d" not in ratios else 1 / ratios["b/d"]
         target("fashion time_b/time_d", td, "<= 1.35", None if td is None else td <= 1.35)
         eps = ok.get("b", {}).get("epoch_seconds")
@@ -423,8 +454,11 @@ def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str,
         target("fashion b last epoch / second epoch", slow, "<= 1.10", None if slow is None else slow <= 1.10)
         rss = ok.get("b", {}).get("peak_rss_mb")
         target("fashion fit peak RSS (MB)", rss, "< 1200 MB (1.2 GB)", None if rss is None else rss < 1200)
+    if "e" in ok and "a" in ok and ok["e"].get("test_accuracy") is not None and ok["a"].get("test_accuracy") is not None:
+        gap = ok["e"]["test_accuracy"] - ok["a"]["test_accuracy"]
+        target("e test accuracy - a test accuracy", gap, ">= -0.015 (noise)", gap >= -0.015)
     if targets:
-        print("targets (CPU):")
+        print(f"targets ({'CPU' if device == 'cpu' else device}):")
         for t in targets:
             mark = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
             value = "-" if t["value"] is None else f"{t['value']:.2f}"
@@ -457,6 +491,20 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def torch_gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
+
+def native_bf16(device: str) -> bool:
+    import torch
+
+    from mlptrain.engine import native_bf16 as probe
+
+    return probe(torch.device(device))
+
+
 def fashion_available() -> tuple[bool, str]:
     from mlptrain.config import DataName
 
@@ -483,7 +531,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
     ap.add_argument("--epochs", type=int, help="epochs for every workload (default: digits 20, fashion_mnist 3)")
     ap.add_argument("--repeat", type=int, help="fresh processes per variant, fastest kept (default: digits 3, fashion_mnist 1)")
-    ap.add_argument("--variants", default="abcd", help="which variants to run (default abcd)")
+    ap.add_argument("--variants", default="abcde", help="which variants to run (default abcde; e only where bf16 is native)")
     ap.add_argument("--devices", help="comma-separated: cpu,cuda (default cpu, plus cuda when available)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 1 repeat, digits only unless --only")
     ap.add_argument("--no-save", action="store_true", help="do not append to bench/results.jsonl")
@@ -537,7 +585,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             epochs = args.epochs or (2 if args.quick else wl["epochs"])
             repeat = args.repeat or (1 if args.quick else wl["repeat"])
             for device in devices:
-                variants = [v for v in "abcd" if v in args.variants and (device == "cpu" or v != "c")]
+                variants = [v for v in "abcde" if v in args.variants and (device == "cpu" or v != "c")
+                            and (v != "e" or native_bf16(device))]
                 print(f"\n== {name}: hidden {wl['hidden']}, {epochs} epochs, batch {BATCH}, Adam lr {LR:g}, device {device}, "
                       f"{repeat} run(s) per variant")
                 res: dict[str, dict[str, Any]] = {}
@@ -548,9 +597,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     xtr, _, _, _, k = load_arrays(wl["data"])
                     shape = (len(xtr), int(xtr.shape[1]), k)
                 n_train, in_features, classes = shape
-                if "b" in res and "error" not in res["b"]:
-                    res["b"]["n_train"] = n_train
-                    res["b"]["samples_per_s"] = n_train * res["b"]["epochs"] / res["b"]["train_seconds"]
+                for fit in (v for v in FITS if v in res and "error" not in res[v]):
+                    res[fit]["n_train"] = n_train
+                    res[fit]["samples_per_s"] = n_train * res[fit]["epochs"] / res[fit]["train_seconds"]
                 weights = weight_count(in_features, wl["hidden"], classes)
                 print(f"train rows {n_train}, {weights:,} weights")
                 print_table(name, device, res, weights)

@@ -220,8 +220,9 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     s = result.summary
     out.print(metrics_table(result.metrics, f"final metrics ({s['final_weights']} weights, epoch {s['best_epoch'] if s['final_weights'] == 'best' else s['epochs_run']})"))
     stop = "stopped early" if s["stopped_early"] else "ran all epochs"
+    precision = f" ({s['precision']})" if s.get("precision", "32") != "32" else ""
     out.print(
-        f"{s['epochs_run']} epochs ({stop}) in {s['train_seconds']:.1f}s (+{s['val_seconds']:.1f}s validating) on {s['device']}; "
+        f"{s['epochs_run']} epochs ({stop}) in {s['train_seconds']:.1f}s (+{s['val_seconds']:.1f}s validating) on {s['device']}{precision}; "
         f"best {s['monitor']} {fmt(s['best_value'])} at epoch {s['best_epoch']}; {s['parameters']} parameters"
     )
     if result.checkpoint is not None:

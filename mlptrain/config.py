@@ -412,10 +412,12 @@ class TrainSpec(Section):
     seed: int = Field(0, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N; `--device` overrides.")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
-    precision: Literal["32", "bf16-mixed", "16-mixed"] = Field(
+    precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = Field(
         "32",
         description="32: float32 throughout; bf16-mixed / 16-mixed: autocast matmuls to bfloat16 / float16 "
-        "(16-mixed scales the loss with a GradScaler). Weights and optimizer state stay float32.",
+        "(16-mixed scales the loss with a GradScaler). Weights and optimizer state stay float32. auto: bf16-mixed "
+        "where the device multiplies bfloat16 natively (a GPU from Ampere on, a CPU with AVX512-BF16 or AMX), else "
+        "32; summary.json says which.",
     )
     compile: bool = Field(
         False, description="torch.compile the model (pays on GPUs; on small CPU models it is often slower)."

@@ -111,6 +111,27 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float16)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 in hardware: an Ampere or newer GPU, or a CPU with
+    AVX512-BF16 or AMX (there bf16-mixed halved a [1024, 1024] MLP's step; elsewhere it is emulated
+    and slower than float32)."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.get_device_capability(device) >= (8, 0)
+        if device.type == "cpu":
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # an older torch without the probes: assume not
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16-mixed where the device does bfloat16 natively, else 32; other values as given."""
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if native_bf16(device) else "32"
+
+
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 

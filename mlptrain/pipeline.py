@@ -27,8 +27,8 @@ import torch
 from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.config import RESUMABLE, Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
-    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, run_over, score,
-    unscale,
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, resolve_precision,
+    run_over, score, unscale,
 )
 from mlptrain.errors import (
     CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
@@ -211,7 +211,8 @@ def train(
         patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights,
         save_best=ckpt_spec.save_best, save_last=ckpt_spec.save_last, checkpoint_every_steps=ckpt_spec.every_steps,
         step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
-        schedule_per_step=per_step, plateau_monitor=plateau_monitor, precision=spec.train.precision, device=device,
+        schedule_per_step=per_step, plateau_monitor=plateau_monitor, device=device,
+        precision=resolve_precision(spec.train.precision, device),
         augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device),
         on_nan=spec.train.on_nan,
     )
@@ -277,6 +278,7 @@ def train(
             "task": task.name,
             "loss": built.loss_name,
             "device": str(device),
+            "precision": loop.precision,
             "monitor": monitor,
             "mode": mode,
             "best_epoch": result.best_epoch,
@@ -464,7 +466,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
         x, y, source = chosen.x, chosen.y, f"{split} split"
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     task = built.task
-    precision = restored.spec.train.precision  # as in fit, so the printed digits match
+    precision = resolve_precision(restored.spec.train.precision, device)  # as in fit, so the printed digits match
     logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size, precision)  # one forward pass
     metrics = score(logits, yt, built.loss_fn, task)
     out: dict[str, Any] = {"checkpoint": str(path), "data": source, "rows": len(x), "task": task.name, "metrics": metrics}
@@ -481,7 +483,8 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
     built = restored.built
     state = built.prepared.state
     x, _, table = datamod.read_inputs(Path(input_path), restored.spec.data, state, need_target=False)
-    logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, restored.spec.train.precision)
+    precision = resolve_precision(restored.spec.train.precision, device)
+    logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, precision)
     task = built.task
     columns: dict[str, Any] = {}
     id_column = (state.get("tabular") or {}).get("id")

@@ -50,6 +50,34 @@ def test_mixed_precision_trains_and_eval_reproduces_fit(precision, tmp_path, cap
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(test, rel=1e-6)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_mixed_only_where_the_hardware_multiplies_bfloat16(native, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    auto = _train(_spec(precision="auto"), tmp_path, "auto")
+    chosen = "bf16-mixed" if native else "32"
+    assert auto.summary["precision"] == chosen
+    same = _train(_spec(precision=chosen), tmp_path, "same")
+    assert auto.metrics == same.metrics  # auto trained exactly as the precision it chose
+    assert main(["eval", str(auto.checkpoint), "--json"]) == 0  # and eval resolves it the same way
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(auto.metrics["test"], rel=1e-6)
+
+
+def test_native_bf16_probes_gpus_by_compute_capability_and_cpus_by_their_flags(monkeypatch):
+    from mlptrain.engine import native_bf16, resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert not native_bf16(torch.device("cuda"))  # Turing: bf16 only emulated
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    assert native_bf16(torch.device("cuda")) and resolve_precision("auto", torch.device("cuda")) == "bf16-mixed"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert native_bf16(torch.device("cpu"))
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probe: float32
+    assert resolve_precision("auto", torch.device("cpu")) == "32"
+    assert resolve_precision("16-mixed", torch.device("cpu")) == "16-mixed"  # only auto is resolved
+
+
 def test_float16_scales_the_loss(monkeypatch, tmp_path):
     scaled: list[float] = []
     real = torch.amp.GradScaler.scale

@@ -1,0 +1,45 @@
+"""bench/bench.py's bookkeeping (not its timings, which only `make bench` measures)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "bench" / "bench.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def _res(**samples_per_s: float) -> dict:
+    return {
+        v: {"samples_per_s": s, "test_accuracy": 0.87, "epoch_seconds": [4.0, 4.0, 4.1], "peak_rss_mb": 1000.0}
+        for v, s in samples_per_s.items()
+    }
+
+
+def _targets(workload: str, device: str, res: dict) -> dict:
+    _, targets = bench.ratios_and_targets(workload, device, res)
+    return {t["target"]: t for t in targets}
+
+
+def test_speed_targets_take_the_faster_precision_and_say_which(capsys):
+    t = _targets("fashion_mnist", "cpu", _res(a=10_000, b=12_000, d=13_000, e=20_000))
+    assert t["fashion b/a speed (bf16-mixed)"]["value"] == pytest.approx(2.0) and t["fashion b/a speed (bf16-mixed)"]["pass"]
+    assert t["fashion time_b/time_d"]["value"] == pytest.approx(13 / 12)  # the floor is compared with float32 b
+    t = _targets("fashion_mnist", "cpu", _res(a=10_000, b=12_000, d=13_000))  # no native bf16: e did not run
+    assert t["fashion b/a speed (32)"]["value"] == pytest.approx(1.2) and not t["fashion b/a speed (32)"]["pass"]
+    assert "e test accuracy - a test accuracy" not in t
+
+
+def test_bf16_speed_does_not_pass_with_worse_accuracy_unseen():
+    res = _res(a=10_000, b=12_000, e=20_000)
+    res["e"]["test_accuracy"] = 0.80
+    assert _targets("digits", "cpu", res)["e test accuracy - a test accuracy"]["pass"] is False
+
+
+def test_gpu_target_is_bf16_mixed_ten_times_the_idiomatic_loop_and_knows_peaks():
+    assert _targets("fashion_mnist", "cuda", _res(a=50_000, b=300_000, e=600_000))["fashion e/a speed on the GPU (bf16-mixed)"]["pass"]
+    assert bench.gpu_peak("NVIDIA H100 80GB HBM3") == 989.0 and bench.gpu_peak("NVIDIA H100 PCIe") == 756.0
+    assert bench.gpu_peak("some other GPU") is None
