@@ -28,7 +28,7 @@ from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.config import RESUMABLE, Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
     FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, resolve_precision,
-    run_over, score, unscale,
+    run_over, score, unpack_history, unscale,
 )
 from mlptrain.errors import (
     CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
@@ -143,6 +143,18 @@ class FitOutcome:
     checkpoint: Optional[Path]  # None when train.checkpoint kept no file with the final weights
 
 
+def _resumed_rows(run_path: Path, resume: dict[str, Any]) -> list[dict[str, Any]]:
+    """metrics.csv's rows up to last.pt: the values from last.pt's history (metrics.csv is written
+    lazily, so a killed run's file can be epochs behind its last.pt), each epoch's seconds from the file."""
+    seconds = {int(r["epoch"]): r.get("epoch_seconds") for r in read_metrics(run_path)}
+    rows = []
+    for row in unpack_history(resume["resume"]["history"]):
+        if seconds.get(row["epoch"]):
+            row["epoch_seconds"] = float(seconds[row["epoch"]])
+        rows.append(row)
+    return rows
+
+
 def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
     """Create the run directory first, so its path can be printed before anything slow happens."""
     root = Path(runs_root) if runs_root is not None else Path(spec.logging.runs_dir)
@@ -221,8 +233,7 @@ def train(
     if resume is None:
         run = Run(run_path, spec.logging.tensorboard, checkpoint.write)
     else:  # metrics.csv as far as last.pt goes; TensorBoard steps already on disk are not logged twice
-        rows = [r for r in read_metrics(run_path) if int(r["epoch"]) <= resume["epoch"]]
-        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, rows, logged_steps(run_path))
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, _resumed_rows(run_path, resume), logged_steps(run_path))
         run.mark_resumed()
     run.static = {
         "spec": spec_dict,

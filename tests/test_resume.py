@@ -184,6 +184,18 @@ def test_a_stopped_and_resumed_run_is_bit_identical_to_one_never_stopped(raw, st
     assert_same_run(whole.run_dir, path, whole, resumed)
 
 
+def test_metrics_csv_rows_the_writer_had_not_written_come_back_from_last_pt(tmp_path):
+    """metrics.csv is written lazily and last.pt at once: a kill can leave last.pt epochs ahead."""
+    whole = _run(SGD_MOMENTUM, tmp_path, "whole")
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 30)  # 7 steps an epoch: 4 epochs done
+    csv_path = path / "metrics.csv"
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 1 + 4
+    csv_path.write_text("\n".join(lines[:2]) + "\n")  # as if killed before rows 2-4 reached the disk
+    resumed = _resume(path)
+    assert_same_run(whole.run_dir, path, whole, resumed)
+
+
 def test_sigterm_stops_like_sigint_with_exit_code_143(tmp_path):
     whole = _run(SGD_MOMENTUM, tmp_path, "whole")
     path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 15, signal.SIGTERM)
