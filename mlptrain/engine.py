@@ -512,7 +512,7 @@ def fit(
                 run.log_histograms(epoch, tensors)
             if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
                 run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
-                                             "best": best_info()})
+                                             "best": best_info()}, durable=True)  # on disk before this epoch's last.pt
             if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
                 run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs), durable=True)
         progress.end_epoch(epoch, values, improved)

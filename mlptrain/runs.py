@@ -128,7 +128,7 @@ class BackgroundWriter:
     Only the newest pending version of a path is kept: a version nobody will read is skipped rather
     than queued, and a crash still leaves the previous whole file. After each ordinary write the
     worker rests so that those writes take at most ``duty`` of its time (it competes with training
-    for the cores). A ``durable`` version (last.pt) skips the rest and is never skipped: submitting
+    for the cores). A ``durable`` version (a checkpoint) skips the rest and is never skipped: submitting
     the next durable version of a path first waits until the previous one is on disk. ``flush``
     writes everything pending at once and re-raises a failure (a full disk must stop the run, not
     vanish in a thread).
@@ -263,10 +263,11 @@ class Run:
         self._csv_lines: list[str] = []  # 1,000 rows after every epoch
         self._write_checkpoint = write_checkpoint
         # A failed write leaves the previous version of the file whole, so the run stays resumable.
-        # last.pt is durable: written at once, and the next version waits for it, so a crash loses at
-        # most the epoch (or every_steps steps) in progress and the one just finished. best.pt and
-        # metrics.csv take at most an eighth of the writer's time, newest first: resume rebuilds
-        # them from last.pt, and 12 ms digits epochs would otherwise spend more time writing them.
+        # Checkpoints are durable: written at once, in order (best.pt before the same epoch's last.pt),
+        # and the next version waits for the previous, so a crash loses at most the epoch (or
+        # every_steps steps) in progress and the one just finished, and leaves best.pt no older than
+        # last.pt's best epoch. metrics.csv takes at most an eighth of the writer's time, newest
+        # first: resume rebuilds its rows from last.pt.
         self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}", duty=0.125)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.logged = logged or {}

@@ -373,6 +373,11 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
             checkpoint.load(pt)  # every checkpoint on disk is whole
         last = checkpoint.load(run_dir / "checkpoints" / "last.pt")
         assert last["epoch"] >= shown - 1  # at most the epoch in progress and the one just shown are lost
+        if (run_dir / "checkpoints" / "best.pt").exists():  # never older than last.pt's best epoch
+            best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+            assert best["epoch"] == last["best"]["epoch"] or best["epoch"] > last["epoch"]
+        else:  # written before epoch 1's last.pt: only a save inside epoch 1 can be without it
+            assert last["epoch"] == 0
         saved.append((last["step"], last["resume"]["position"] is not None))
         proc = _start(["resume", str(run_dir)], slow_disk=True)
     out, err = proc.communicate(timeout=300)
@@ -382,6 +387,9 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint_and_resume_ends
     a = json.loads((reference / "summary.json").read_text())
     b = json.loads((run_dir / "summary.json").read_text())
     assert a["metrics"] == b["metrics"] and a["steps"] == b["steps"]
+    for name in ("best", "last"):
+        ca, cb = (checkpoint.load(d / "checkpoints" / f"{name}.pt") for d in (reference, run_dir))
+        assert ca["epoch"] == cb["epoch"] and all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
     tags = _scalars(run_dir)
     for tag, events in tags.items():
         steps = [s for s, _ in events]
