@@ -276,6 +276,9 @@ class Run:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.path))
+            for row in self.rows:  # a killed session's last events may never have reached the disk
+                self._log_scalars(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "epoch_seconds")},
+                                  row.get("epoch_seconds"))
 
     def write_config(self, text: str) -> None:
         self._write_text("config.yaml", text, "")
@@ -309,6 +312,9 @@ class Run:
         self.rows.append(row)
         text = self._csv_text(row)
         self._writer.submit(self.path / "metrics.csv", lambda f: f.write(text.encode("utf-8")))
+        self._log_scalars(epoch, values, seconds)
+
+    def _log_scalars(self, epoch: int, values: dict[str, float], seconds: Optional[float]) -> None:
         scalars = dict(values)
         if seconds is not None:
             scalars["time/epoch_seconds"] = seconds

@@ -196,6 +196,20 @@ def test_metrics_csv_rows_the_writer_had_not_written_come_back_from_last_pt(tmp_
     assert_same_run(whole.run_dir, path, whole, resumed)
 
 
+def test_epoch_scalars_a_killed_session_never_flushed_to_tensorboard_are_logged_on_resume(tmp_path):
+    whole = _run(SGD_MOMENTUM, tmp_path, "whole")
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 30)  # 4 epochs done
+    for events in path.glob("events.out.tfevents.*"):
+        events.unlink()  # as if the process died before TensorBoard's writer reached the disk
+    _resume(path)
+    a, b = _scalars(whole.run_dir), _scalars(path)
+    epoch_tags = [t for t in a if t.startswith(("train/", "val/")) or t == "lr"]  # histograms: not in last.pt
+    assert "train/loss" in epoch_tags and "val/loss" in epoch_tags
+    for tag in epoch_tags:
+        assert sorted(b[tag]) == a[tag], tag  # every epoch once, with the uninterrupted run's values
+    assert [s for s, _ in b["step/train_loss"]] == [s for s, _ in a["step/train_loss"] if s > 30]  # steps: lost
+
+
 def test_sigterm_stops_like_sigint_with_exit_code_143(tmp_path):
     whole = _run(SGD_MOMENTUM, tmp_path, "whole")
     path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 15, signal.SIGTERM)
