@@ -416,6 +416,7 @@ class Restored:
     state: dict[str, Any]
     # DataWarnings from rebuilding the run's splits, held back: fit showed them; eval re-shows its split's
     data_warnings: list[DataWarning] = field(default_factory=list)
+    precision: str = "32"  # train.precision as fit resolved it on this device, so eval prints fit's digits
 
 
 def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.device]:
@@ -443,7 +444,7 @@ def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.devi
         ) from None
     device = resolve_device(device_name)
     built.model.to(device)
-    return Restored(spec, built, state, held), device
+    return Restored(spec, built, state, held, resolve_precision(spec.train.precision, device)), device
 
 
 def _check_recorded_hash(path: Path) -> None:
@@ -477,8 +478,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
         x, y, source = chosen.x, chosen.y, f"{split} split"
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     task = built.task
-    precision = resolve_precision(restored.spec.train.precision, device)  # as in fit, so the printed digits match
-    logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size, precision)  # one forward pass
+    logits = predict_logits(built.model, xt, restored.spec.train.eval_batch_size, restored.precision)  # one forward pass
     metrics = score(logits, yt, built.loss_fn, task)
     out: dict[str, Any] = {"checkpoint": str(path), "data": source, "rows": len(x), "task": task.name, "metrics": metrics}
     if task.name in ("binary", "multiclass"):
@@ -494,8 +494,7 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
     built = restored.built
     state = built.prepared.state
     x, _, table = datamod.read_inputs(Path(input_path), restored.spec.data, state, need_target=False)
-    precision = resolve_precision(restored.spec.train.precision, device)
-    logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, precision)
+    logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, restored.precision)
     task = built.task
     columns: dict[str, Any] = {}
     id_column = (state.get("tabular") or {}).get("id")

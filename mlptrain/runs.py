@@ -260,7 +260,7 @@ class Run:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = list(rows)
         self._csv_columns: list[str] = []  # metrics.csv as rendered so far: a 1,000-epoch run re-rendered
-        self._csv_lines: list[str] = []  # 1,000 rows after every epoch
+        self._csv_lines: list[str] = []  # 1,000 rows after every epoch (the header first)
         self._write_checkpoint = write_checkpoint
         # A failed write leaves the previous version of the file whole, so the run stays resumable.
         # Checkpoints are durable: written at once, in order (best.pt before the same epoch's last.pt),
@@ -277,8 +277,7 @@ class Run:
 
             self.writer = SummaryWriter(log_dir=str(self.path))
             for row in self.rows:  # a killed session's last events may never have reached the disk
-                self._log_scalars(row["epoch"], {k: v for k, v in row.items() if k not in ("epoch", "epoch_seconds")},
-                                  row.get("epoch_seconds"))
+                self._log_row(row)
 
     def write_config(self, text: str) -> None:
         self._write_text("config.yaml", text, "")
@@ -312,14 +311,14 @@ class Run:
         self.rows.append(row)
         text = self._csv_text(row)
         self._writer.submit(self.path / "metrics.csv", lambda f: f.write(text.encode("utf-8")))
-        self._log_scalars(epoch, values, seconds)
+        self._log_row(row)
 
-    def _log_scalars(self, epoch: int, values: dict[str, float], seconds: Optional[float]) -> None:
-        scalars = dict(values)
-        if seconds is not None:
-            scalars["time/epoch_seconds"] = seconds
-        for tag, value in scalars.items():
-            if self._new(tag, epoch):
+    def _log_row(self, row: dict[str, Any]) -> None:
+        """One metrics.csv row as TensorBoard scalars (epoch_seconds as time/epoch_seconds)."""
+        epoch = row["epoch"]
+        for key, value in row.items():
+            tag = "time/epoch_seconds" if key == "epoch_seconds" else key
+            if key != "epoch" and self._new(tag, epoch):
                 self.writer.add_scalar(tag, value, epoch)
 
     def _csv_text(self, row: dict[str, Any]) -> str:
@@ -327,10 +326,11 @@ class Run:
         if not self._csv_columns or any(k not in self._csv_columns for k in row):
             for r in self.rows:
                 self._csv_columns += [k for k in r if k not in self._csv_columns]
-            self._csv_lines = [_csv_line(self._csv_columns, r) for r in self.rows]
+            self._csv_lines = [_csv_line(self._csv_columns, dict(zip(self._csv_columns, self._csv_columns)))]  # header
+            self._csv_lines += [_csv_line(self._csv_columns, r) for r in self.rows]
         else:
             self._csv_lines.append(_csv_line(self._csv_columns, row))
-        return _csv_line(self._csv_columns, dict(zip(self._csv_columns, self._csv_columns))) + "".join(self._csv_lines)
+        return "".join(self._csv_lines)
 
     def _new(self, tag: str, step: int) -> bool:
         """Whether TensorBoard should get ``tag`` at ``step``: it is on, and no earlier session logged it."""
