@@ -523,10 +523,9 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
 
 
 def write_table(path: Path, columns: dict[str, Any]) -> None:
-    """Predictions as CSV (default) or NPZ (by extension), written atomically."""
+    """Predictions as CSV (default, floats to 6 significant digits) or NPZ (by extension), written atomically."""
+    import csv
     import io
-
-    import pandas as pd
 
     from mlptrain.runs import atomic_write
 
@@ -535,5 +534,15 @@ def write_table(path: Path, columns: dict[str, Any]) -> None:
         np.savez(buf, **{k: np.asarray(v, dtype=str if np.asarray(v).dtype == object else None) for k, v in columns.items()})
         atomic_write(path, buf.getvalue())
         return
-    frame = pd.DataFrame(columns)
-    atomic_write(path, frame.to_csv(index=False, float_format="%.6g").encode("utf-8"))
+
+    def cell(v: Any) -> str:
+        v = v.item() if isinstance(v, np.generic) else v
+        if isinstance(v, float):
+            return "" if v != v else f"{v:.6g}"
+        return "" if v is None else str(v)
+
+    text = io.StringIO()
+    out = csv.writer(text, lineterminator="\n")
+    out.writerow(list(columns))
+    out.writerows([cell(v) for v in row] for row in zip(*columns.values()))
+    atomic_write(path, text.getvalue().encode("utf-8"))

@@ -66,11 +66,26 @@ def _validate_in_a_fresh_process(config: Path) -> tuple[str, list[str]]:
 
 
 @pytest.mark.parametrize("data", ["{name: moons}", "{name: blobs, n_features: 3}", "{name: sine}", "{name: digits}",
-                                  "{name: diabetes}", "{name: breast_cancer}", "IMAGES"])
+                                  "{name: diabetes}", "{name: breast_cancer}", "IMAGES", "csv", "parquet"])
 def test_validate_imports_no_torch_sklearn_or_pandas(tmp_path, data):
     if data == "IMAGES":
         write_mnist(tmp_path / "mnist", n_train=40, n_test=20)
         data = f"{{name: mnist, root: {tmp_path / 'mnist'}}}"
+    if data in ("csv", "parquet"):  # text labels, a text category, bools, empty cells: the whole tabular path
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        n = 40
+        table = pa.table({
+            "size": [None if i % 7 == 0 else i * 0.5 for i in range(n)],
+            "color": [["red", "blue", None][i % 3] for i in range(n)],
+            "member": [None if i == 3 else i % 2 == 0 for i in range(n)],
+            "label": [["buy", "skip"][i % 2] for i in range(n)],
+        })
+        path = tmp_path / f"shop.{data}"
+        (pq.write_table if data == "parquet" else pacsv.write_csv)(table, path)
+        data = f"{{name: {data}, path: {path}, target: label, missing: impute_median}}"
     config = tmp_path / "c.yaml"
     config.write_text(f"data: {data}\nmodel: {{hidden: [8]}}\ntrain: {{early_stopping: {{monitor: val/accuracy}}}}\n"
                       if "sine" not in data and "diabetes" not in data else f"data: {data}\nmodel: {{hidden: [8]}}\n")

@@ -440,3 +440,55 @@ def test_bad_cells_are_named_by_their_line_in_the_file_after_dropped_rows(tmp_pa
     new = pd.DataFrame({"a": ["1", "2", "3", "x"]})
     with pytest.raises(DataError, match=r"new\.csv: column 'a' row 5 has non-numeric value 'x'"):
         data.read_inputs(write(new, tmp_path / "new.csv"), spec, p.state, need_target=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading: pyarrow's types, pandas' empty-cell spellings, repeated names, a saved pandas index
+
+
+def test_reader_types_empty_spellings_and_repeated_names(tmp_path):
+    from mlptrain.data.frame import read_frame
+
+    path = tmp_path / "f.csv"
+    path.write_text("n,x,x,flag,when,word\n1,1.5,a,true,2024-01-01,NA\n2,,b,,2024-01-02,null\n3,2.5,c,false,2024-01-03,ok\n")
+    f = read_frame(path, "csv")
+    assert f.columns == ["n", "x", "x.1", "flag", "when", "word"]  # a repeated name gets .1, as pandas spells it
+    assert f.dtypes == {"n": "int64", "x": "float64", "x.1": "str", "flag": "bool", "when": "date32[day]", "word": "str"}
+    assert f.kinds == {"n": "int", "x": "float", "x.1": "text", "flag": "bool", "when": "temporal", "word": "text"}
+    np.testing.assert_array_equal(f.data["x"], [1.5, np.nan, 2.5])
+    assert list(f.data["flag"]) == [True, None, False] and list(f.data["word"]) == [None, None, "ok"]  # NA, null: empty
+    kept = f.take(np.array([2, 0]))
+    assert list(kept.rows) == [2, 0] and list(kept.data["n"]) == [3, 1]  # rows keep their place in the file
+    with pytest.raises(DataError, match=r"column 'when' holds dates or durations \(date32\[day\]\)"):
+        tabular.infer_kinds(f.select(["n", "when"]), [], str(path))
+
+
+def test_parquet_drops_a_saved_pandas_index_and_keeps_categories(tmp_path):
+    from mlptrain.data.frame import read_frame
+
+    frame = pd.DataFrame({"c": pd.Categorical(["a", "b", None]), "v": [1, 2, 3]}, index=[7, 8, 9])
+    frame.to_parquet(tmp_path / "f.parquet")  # index=None: pandas stores the index as a column
+    f = read_frame(tmp_path / "f.parquet", "parquet")
+    assert f.columns == ["c", "v"] and f.dtypes == {"c": "category", "v": "int64"}
+    assert list(f.data["c"]) == ["a", "b", None]
+    assert tabular.infer_kinds(f, [], "f.parquet") == {"c": "categorical", "v": "numeric"}
+
+
+@pytest.mark.parametrize("arrow_type", ["int8", "uint16", "int64", "float32", "float64", "bool"])
+def test_columns_read_from_arrow_buffers_match_arrow_values(arrow_type):
+    """Values come from Arrow's buffers (to_numpy would import pandas): check them, nulls and slice offsets included."""
+    import pyarrow as pa
+
+    from mlptrain.data.frame import _column
+
+    rng = np.random.default_rng(1)
+    raw = [None if rng.random() < 0.2 else (bool(v % 2) if arrow_type == "bool" else int(v)) for v in rng.integers(0, 100, 37)]
+    for chunks in ([raw[:5], raw[5:]], [raw]):
+        column = pa.chunked_array([pa.array(c, type=pa.type_for_alias(arrow_type)) for c in chunks]).slice(3)  # an offset
+        values, _, kind = _column(column)
+        expected = raw[3:]
+        got = [None if (isinstance(v, float) and np.isnan(v)) else v for v in values.tolist()]
+        assert got == expected
+        assert kind == {"bool": "bool", "float32": "float", "float64": "float"}.get(arrow_type, "float")  # nulls: ints become floats
+    whole, _, kind = _column(pa.chunked_array([pa.array([1, 2, 3], type=pa.int16())]))
+    assert kind == ("int") and whole.dtype == np.int64 and whole.tolist() == [1, 2, 3]

@@ -411,9 +411,11 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
 
 def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
     """A CSV for a model trained on built-in data: its feature names if present, else all non-target columns."""
-    from mlptrain.data.sources import csv_frame, read_csv
+    from mlptrain.data.sources import read_csv
 
-    header = [str(c) for c in csv_frame(path, nrows=0).columns]
-    targets = [t for t in state["target_names"] if t in header]
-    features = state["feature_names"] if all(f in header for f in state["feature_names"]) else [c for c in header if c not in targets]
-    return read_csv(path, targets or None, features, need_target)
+    def pick(header: list[str]) -> tuple[list[str], list[str]]:
+        targets = [t for t in state["target_names"] if t in header]
+        names = state["feature_names"]
+        return targets, names if all(f in header for f in names) else [c for c in header if c not in targets]
+
+    return read_csv(path, pick, need_target)

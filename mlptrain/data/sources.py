@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -29,12 +29,12 @@ class Table:
     task: Optional[str] = None
     class_names: Optional[list[str]] = None
     extra: dict = field(default_factory=dict)
-    frame: Any = None  # csv/parquet: the raw feature columns (a DataFrame; x is an [N, 0] placeholder until encoded)
+    frame: Any = None  # csv/parquet: the raw feature columns (a data.frame.Frame; x is an [N, 0] placeholder until encoded)
     ids: Optional[np.ndarray] = None  # csv/parquet: the data.id column, if any
 
     def take(self, idx: np.ndarray) -> "Table":
         """The rows at ``idx`` (x, y, raw frame and ids alike)."""
-        frame = None if self.frame is None else self.frame.iloc[idx]  # keeps the file's row numbers as index
+        frame = None if self.frame is None else self.frame.take(idx)  # keeps the file's row numbers
         ids = None if self.ids is None else self.ids[idx]
         return replace(self, x=self.x[idx], y=self.y[idx], frame=frame, ids=ids)
 
@@ -158,65 +158,48 @@ def bundled(name: str) -> Table:
     return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes)
 
 
-def csv_frame(path: Path, **kwargs: Any):
-    """``pd.read_csv(path, **kwargs)`` with one-line DataErrors for a missing, empty or unreadable file."""
-    import pandas as pd
+def read_csv(path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]], need_target: bool = True) -> Table:
+    """An all-numeric CSV with a header row; ``pick(header)`` names the target and feature columns."""
+    from mlptrain.data.frame import read_frame
+    from mlptrain.data.tabular import parse_number
 
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; check the path")
-    try:
-        return pd.read_csv(path, **kwargs)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the CSV file is empty; it needs a header row and data rows") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-
-
-def read_csv(path: Path, target: Union[str, list[str], None], features: Optional[list[str]], need_target: bool = True) -> Table:
-    """A CSV with a header row; the target column(s) by name, features by name or all the others."""
-    frame = csv_frame(path)
-    if len(frame) == 0:
-        raise DataError(f"{path}: the CSV has a header but no data rows")
-    columns = [str(c) for c in frame.columns]
-    targets = [target] if isinstance(target, str) else list(target or [])
+    frame = read_frame(path, "csv")
+    columns = frame.columns
+    targets, feats = pick(columns)
     for t in targets:
         if t not in columns and need_target:
             raise DataError(f"{path}: target column '{t}' not found; columns are: {', '.join(columns)}")
-    feats = features if features is not None else [c for c in columns if c not in targets]
     missing = [c for c in feats if c not in columns]
     if missing:
         raise DataError(f"{path}: feature column '{missing[0]}' not found; columns are: {', '.join(columns)}")
-    x = _numeric(frame[feats], path)
-    present = [t for t in targets if t in columns]
-    y = frame[present].to_numpy() if present else np.zeros((len(frame), 0))
-    if len(present) == 1:
-        y = y[:, 0]
-    if y.dtype == object and y.ndim == 1:
-        if frame[present[0]].isna().any():
-            raise DataError(f"{path}: target column '{present[0]}' has {int(frame[present[0]].isna().sum())} empty cells")
-        y = y.astype(str)
-    return Table(x, y, feats, targets)
-
-
-def _numeric(frame, path: Path) -> np.ndarray:
-    """Feature columns as float32, naming the first non-numeric cell or the missing-value counts."""
-    import pandas as pd
-
-    for col in frame.columns:
-        values = pd.to_numeric(frame[col], errors="coerce")
-        bad = values.isna() & frame[col].notna()
-        if bad.any():
-            row = int(bad.to_numpy().nonzero()[0][0])
-            raise DataError(
-                f"{path}: column '{col}' row {row + 2} has non-numeric value {frame[col].iloc[row]!r}; "
-                "features must be numbers (drop the column with data.features)"
-            )
-    x = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32)
-    nan = np.isnan(x).sum(axis=0)
-    if nan.any():
-        counts = ", ".join(f"'{c}': {int(k)}" for c, k in zip(frame.columns, nan) if k)
+    x = np.zeros((len(frame), len(feats)), dtype=np.float32)
+    empty = {}
+    for j, col in enumerate(feats):
+        values = frame.data[col]
+        if values.dtype == object:
+            numbers = np.fromiter((parse_number(v) for v in values), dtype=np.float64, count=len(values))
+            bad = np.isnan(numbers) & np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+            if bad.any():
+                row = int(bad.nonzero()[0][0])
+                raise DataError(
+                    f"{path}: column '{col}' row {row + 2} has non-numeric value {values[row]!r}; "
+                    "features must be numbers (drop the column with data.features)"
+                )
+            values = numbers
+        x[:, j] = values
+        empty[col] = int(np.isnan(x[:, j]).sum())
+    if any(empty.values()):
+        counts = ", ".join(f"'{c}': {k}" for c, k in empty.items() if k)
         raise DataError(f"{path}: missing values in feature columns ({counts}); remove those rows or fill them")
-    return x
+    present = [t for t in targets if t in columns]
+    y = np.column_stack([frame.data[t] for t in present]) if present else np.zeros((len(frame), 0))
+    if len(present) == 1:
+        y = frame.data[present[0]]
+        if y.dtype == object:
+            if any(v is None for v in y):
+                raise DataError(f"{path}: target column '{present[0]}' has {sum(v is None for v in y)} empty cells")
+            y = y.astype(str)
+    return Table(x, y, feats, targets)
 
 
 def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:

@@ -1,12 +1,11 @@
 """Tabular files (CSV, Parquet) as they really come: dtypes, text and bool columns, ids, empty cells.
 
-Reading (``read_table``): pandas with the pyarrow engine where pyarrow is installed (the C engine
-otherwise; Parquet needs pyarrow). Every column keeps the dtype pandas infers; ``infer_kinds``
-sorts the feature columns into three kinds:
+Reading (``read_table``): pyarrow parses the file and infers each column's type (``data.frame``: no
+pandas on this path); ``infer_kinds`` sorts the feature columns into three kinds:
 
 * ``numeric``: numbers, used as they are (then scaled with ``data.scale``);
 * ``bool``: true/false columns, encoded 0/1 (not scaled);
-* ``categorical``: text, pandas ``category`` and object columns, or any column listed in
+* ``categorical``: text and Parquet dictionary columns, or any column listed in
   ``data.categorical`` (integer codes): one-hot over the categories of the training split
   (not scaled); a category the training split never had encodes as all zeros, with one warning.
 
@@ -25,7 +24,7 @@ value are always dropped, with a warning.
 
 from __future__ import annotations
 
-import importlib.util
+import math
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from mlptrain.data.frame import Column, Frame, read_frame
 from mlptrain.data.sources import Table
 from mlptrain.errors import DataError, DataWarning
 
@@ -41,63 +41,26 @@ FIX_HINT = "set data.missing to drop, impute_mean, impute_median or impute_const
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def has_pyarrow() -> bool:
-    return importlib.util.find_spec("pyarrow") is not None
-
-
 def kind_of_path(path: Path) -> Optional[str]:
     """csv or parquet by file extension (None for anything else)."""
     return SUFFIXES.get(path.suffix.lower())
-
-
-def read_frame(path: Path, kind: str):
-    """The whole file as a DataFrame with string column names; one-line DataErrors for unreadable files."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; check data.path in the config")
-    label = "Parquet file" if kind == "parquet" else "CSV"
-    if kind == "parquet":
-        if not has_pyarrow():
-            raise DataError(f"{path}: reading Parquet needs pyarrow; install it with `pip install pyarrow`")
-        try:
-            frame = pd.read_parquet(path, engine="pyarrow")
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for files that are not Parquet
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise DataError(f"{path}: not a readable Parquet file ({first})") from None
-    else:
-        try:
-            frame = pd.read_csv(path, engine="pyarrow" if has_pyarrow() else "c")
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path}: the CSV file is empty; it needs a header row and data rows") from None
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise DataError(f"{path}: not a readable CSV ({first})") from None
-    if len(frame.columns) == 0:
-        raise DataError(f"{path}: the {label} has no columns")
-    if len(frame) == 0:
-        raise DataError(f"{path}: the {label} has a header but no data rows")
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
 
 
 # ------------------------------------------------------------------------------------------------
 # Cells: empty, numbers, bools, category keys.
 
 
-def _is_text(dtype: Any) -> bool:
-    import pandas as pd
-
-    return dtype == object or pd.api.types.is_string_dtype(dtype)
+def _is_empty(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip())
 
 
-def missing_mask(s) -> np.ndarray:
-    """Empty cells: NaN/None/NA, and text that is empty or only spaces."""
-    mask = s.isna().to_numpy(dtype=bool, copy=True)
-    if _is_text(s.dtype):
-        blank = np.fromiter((isinstance(v, str) and not v.strip() for v in s.astype(object)), dtype=bool, count=len(s))
-        mask |= blank
-    return mask
+def missing_mask(c: Column) -> np.ndarray:
+    """Empty cells: NaN/None, and text that is empty or only spaces."""
+    if c.values.dtype.kind == "f":
+        return np.isnan(c.values)
+    if c.values.dtype != object:
+        return np.zeros(len(c), dtype=bool)
+    return np.fromiter((_is_empty(v) for v in c.values), dtype=bool, count=len(c))
 
 
 def category_key(v: Any) -> str:
@@ -111,37 +74,43 @@ def category_key(v: Any) -> str:
     return str(v).strip()
 
 
+def parse_number(v: Any) -> float:
+    """A cell as a float: numbers as they are, text parsed after stripping spaces; NaN if it is no number."""
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str) and "_" not in v:  # float() would take 1_000; a spreadsheet would not
+        try:
+            return float(v.strip())
+        except ValueError:
+            pass
+    return math.nan
+
+
 _TRUE = {"true", "1", "1.0", "yes", "t", "y"}
 _FALSE = {"false", "0", "0.0", "no", "f", "n"}
 
 
-def _row_label(s, i: int, source: str) -> str:
-    """Where cell ``i`` of column ``s`` is in its file: frames keep the file's row numbers as their index
-    (through dropped rows and splits); CSV rows are counted as lines (the header is line 1), as an editor shows them."""
-    label = s.index[i]
-    position = int(label) if isinstance(label, (int, np.integer)) else i
-    return f"row {position + (1 if source.lower().endswith(('.parquet', '.pq')) else 2)}"
+def _row_label(c: Any, i: int, source: str) -> str:
+    """Where cell ``i`` of a column (or frame) is in its file: rows keep the file's row numbers through
+    dropped rows and splits; CSV rows are counted as lines (the header is line 1), as an editor shows them."""
+    return f"row {int(c.rows[i]) + (1 if source.lower().endswith(('.parquet', '.pq')) else 2)}"
 
 
-def _as_numbers(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
+def _as_numbers(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     """A numeric or bool column as float64 (NaN where empty); a non-number in it is an error."""
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(s.dtype):
-        out = s.astype(object).map(lambda v: np.nan if v is None or v is pd.NA else float(bool(v)))
-        return out.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        values = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    if c.kind in ("int", "float") or c.values.dtype == bool:
+        values = c.values.astype(np.float64)  # a copy
+    elif c.kind == "bool":
+        values = np.array([np.nan if v is None else float(bool(v)) for v in c.values], dtype=np.float64)
     else:
-        cells = s.astype(object).map(
-            lambda v: v.strip() if isinstance(v, str) else (float(v) if isinstance(v, (bool, np.bool_)) else v)
-        )
-        values = pd.to_numeric(cells, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        values = np.fromiter((parse_number(v) for v in c.values), dtype=np.float64, count=len(c))
         bad = np.isnan(values) & ~miss
         if bad.any():
             i = int(bad.nonzero()[0][0])
             raise DataError(
-                f"{source}: column '{name}' {_row_label(s, i, source)} has non-numeric value {s.iloc[i]!r}; "
+                f"{source}: column '{name}' {_row_label(c, i, source)} has non-numeric value {c.values[i]!r}; "
                 "this column holds numbers"
             )
         values[miss] = np.nan
@@ -149,80 +118,69 @@ def _as_numbers(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     if bad.any():
         i = int(bad.nonzero()[0][0])
         raise DataError(
-            f"{source}: column '{name}' {_row_label(s, i, source)} is infinite; features must be finite numbers: "
+            f"{source}: column '{name}' {_row_label(c, i, source)} is infinite; features must be finite numbers: "
             f"fix the value, or empty the cell and {FIX_HINT}"
         )
     return values
 
 
-def _as_bools(s, name: str, source: str, miss: np.ndarray) -> np.ndarray:
+def _as_bools(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     """A bool column as 0/1 floats (NaN where empty); accepts true/false, yes/no, 1/0 spellings."""
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
-        values = _as_numbers(s, name, source, miss)
+    if c.kind in ("bool", "int", "float"):
+        values = _as_numbers(c, name, source, miss)
         ok = np.isnan(values) | np.isin(values, (0.0, 1.0))
         if not ok.all():
             i = int((~ok).nonzero()[0][0])
-            raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} has {values[i]!r}; the column was true/false in training")
+            raise DataError(f"{source}: column '{name}' {_row_label(c, i, source)} has {values[i]!r}; the column was true/false in training")
         return values
-    out = np.full(len(s), np.nan)
-    for i, v in enumerate(s.astype(object)):
+    out = np.full(len(c), np.nan)
+    for i, v in enumerate(c.values):
         if miss[i]:
             continue
         key = str(v).strip().lower()
         if isinstance(v, (bool, np.bool_)) or key in _TRUE or key in _FALSE:
             out[i] = float(bool(v)) if isinstance(v, (bool, np.bool_)) else float(key in _TRUE)
         else:
-            raise DataError(f"{source}: column '{name}' {_row_label(s, i, source)} has {v!r}; the column was true/false in training")
+            raise DataError(f"{source}: column '{name}' {_row_label(c, i, source)} has {v!r}; the column was true/false in training")
     return out
 
 
-def _dtype_kind(s) -> str:
-    """numeric / bool / categorical from the dtype alone (what `validate` shows for targets and ids)."""
-    import pandas as pd
-
-    if pd.api.types.is_bool_dtype(s.dtype):
+def _dtype_kind(c: Column) -> str:
+    """numeric / bool / categorical from the column's type alone (what `validate` shows for targets and ids)."""
+    if c.kind == "bool":
         return "bool"
-    if pd.api.types.is_numeric_dtype(s.dtype):
+    if c.kind in ("int", "float"):
         return "numeric"
-    values = s.dropna()
-    if len(values) and all(isinstance(v, (bool, np.bool_)) for v in values.astype(object)):
-        return "bool"
     return "categorical"
 
 
-def infer_kinds(frame, forced: Sequence[str], source: str) -> dict[str, str]:
-    """Feature column -> numeric | bool | categorical, from the training file's dtypes.
+def infer_kinds(frame: Frame, forced: Sequence[str], source: str) -> dict[str, str]:
+    """Feature column -> numeric | bool | categorical, from the training file's column types.
 
     Text columns whose cells are mostly numbers but not all are taken for numeric columns with a bad
     cell (an error naming it) rather than for categories; ``data.categorical`` overrides that.
     """
-    import pandas as pd
-
     kinds: dict[str, str] = {}
     for name in frame.columns:
-        s = frame[name]
+        c = frame[name]
         if name in forced:
             kinds[name] = "categorical"
             continue
-        if pd.api.types.is_datetime64_any_dtype(s.dtype) or pd.api.types.is_timedelta64_dtype(s.dtype):
+        if c.kind == "temporal":
             raise DataError(
-                f"{source}: column '{name}' holds dates or durations ({s.dtype}); convert it to numbers "
+                f"{source}: column '{name}' holds dates or durations ({c.dtype}); convert it to numbers "
                 "or leave it out with data.features"
             )
-        kind = _dtype_kind(s)
-        if kind == "categorical" and not isinstance(s.dtype, pd.CategoricalDtype):
-            miss = missing_mask(s)
-            cells = s.astype(object)[~miss]
-            parsed = pd.to_numeric(cells.map(lambda v: v.strip() if isinstance(v, str) else v), errors="coerce")
-            numeric = parsed.notna().to_numpy()
-            if len(cells) and numeric.all():
+        kind = _dtype_kind(c)
+        if kind == "categorical" and c.kind == "text":
+            filled = np.flatnonzero(~missing_mask(c))
+            numeric = np.fromiter((not math.isnan(parse_number(c.values[i])) for i in filled), dtype=bool, count=len(filled))
+            if len(filled) and numeric.all():
                 kind = "numeric"  # numbers stored as text (e.g. a Parquet string column)
-            elif len(cells) and numeric.mean() >= 0.5:
-                i = int(np.flatnonzero(~miss)[int((~numeric).nonzero()[0][0])])
+            elif len(filled) and numeric.mean() >= 0.5:
+                i = int(filled[int((~numeric).nonzero()[0][0])])
                 raise DataError(
-                    f"{source}: column '{name}' {_row_label(s, i, source)} has non-numeric value {s.iloc[i]!r}; "
+                    f"{source}: column '{name}' {_row_label(c, i, source)} has non-numeric value {c.values[i]!r}; "
                     "features must be numbers (list the column in data.categorical to treat it as categories, "
                     "or drop it with data.features)"
                 )
@@ -269,9 +227,9 @@ def read_table(
     present = [t for t in targets if t in columns] if use_target else []
     roles = ([(id_column, "id")] if id_column in columns else []) + [(c, "feature") for c in feats] + [(t, "target") for t in present]
     for name, role in roles:
-        s = frame[name]
-        kind = "-" if role == "id" else _dtype_kind(s)
-        info.append({"column": name, "role": role, "dtype": str(s.dtype), "kind": kind, "missing": int(missing_mask(s).sum())})
+        c = frame[name]
+        kind = "-" if role == "id" else _dtype_kind(c)
+        info.append({"column": name, "role": role, "dtype": c.dtype, "kind": kind, "missing": int(missing_mask(c).sum())})
 
     if present:
         empty = np.zeros(len(frame), dtype=bool)
@@ -285,49 +243,41 @@ def read_table(
         if empty.any():
             counts = ", ".join(f"{t}: {k}" for t, k in per_column.items() if k)
             warnings.warn(DataWarning(f"{path}: dropped {int(empty.sum())} of {len(frame)} rows with no target value ({counts})"), stacklevel=2)
-            frame = frame[~empty]  # the index keeps the file's row numbers for error messages
+            frame = frame.take(np.flatnonzero(~empty))  # rows keep the file's row numbers for error messages
         y = _targets(frame, present, {t: k > 0 for t, k in per_column.items()})
     else:
         y = np.zeros((len(frame), 0))
-    ids = frame[id_column].to_numpy() if id_column and id_column in columns else None
-    table = Table(np.zeros((len(frame), 0), np.float32), y, feats, targets, frame=frame[feats], ids=ids)
+    ids = frame[id_column].values if id_column and id_column in columns else None
+    table = Table(np.zeros((len(frame), 0), np.float32), y, feats, targets, frame=frame.select(feats), ids=ids)
     table.extra["columns"] = info
     return table
 
 
-def _targets(frame, present: list[str], had_empty: dict[str, bool]) -> np.ndarray:
+def _targets(frame: Frame, present: list[str], had_empty: dict[str, bool]) -> np.ndarray:
     """Target cells (no empty ones left) as labels (text, bool) or numbers, one column or several."""
-    import pandas as pd
-
-    def numeric(s) -> bool:
-        return pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype)
-
     if len(present) > 1:
-        if all(numeric(frame[t]) for t in present):
-            return np.column_stack([frame[t].to_numpy(dtype=np.float64, na_value=np.nan, copy=True) for t in present])
-        return frame[present].to_numpy()
+        if all(frame.kinds[t] in ("int", "float", "bool") for t in present):
+            return np.column_stack([np.asarray(frame.data[t], dtype=np.float64) for t in present])
+        return np.column_stack([frame.data[t].astype(object) for t in present])
     name = present[0]
-    s = frame[name]
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return s.to_numpy(dtype=bool)
-    if pd.api.types.is_integer_dtype(s.dtype):
-        return s.to_numpy(dtype=np.int64)
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        values = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    values, kind = frame.data[name], frame.kinds[name]
+    if kind == "bool":
+        return values.astype(bool)
+    if kind == "int":
+        return values.astype(np.int64)
+    if kind == "float":
+        values = values.astype(np.float64)
         if had_empty.get(name) and np.all(np.mod(values, 1) == 0):
             return values.astype(np.int64)  # integer labels that were read as floats only because of empty cells
         return values
-    obj = s.astype(object)
-    if all(isinstance(v, (bool, np.bool_)) for v in obj):
-        return obj.to_numpy(dtype=bool)
-    return np.asarray([v.strip() if isinstance(v, str) else category_key(v) for v in obj], dtype=str)
+    return np.asarray([v.strip() if isinstance(v, str) else category_key(v) for v in values], dtype=str)
 
 
 # ------------------------------------------------------------------------------------------------
 # Missing-value policy at fit time, fitting on train, encoding.
 
 
-def missing_counts(frame) -> dict[str, int]:
+def missing_counts(frame: Frame) -> dict[str, int]:
     return {c: int(missing_mask(frame[c]).sum()) for c in frame.columns}
 
 
@@ -362,7 +312,7 @@ def apply_policy(table: Table, policy: str, source: str) -> Table:
     return table.take(np.flatnonzero(~empty))
 
 
-def fit_encoder(frame, kinds: dict[str, str], policy: str, fill_value: float, id_column: Optional[str]) -> dict[str, Any]:
+def fit_encoder(frame: Frame, kinds: dict[str, str], policy: str, fill_value: float, id_column: Optional[str]) -> dict[str, Any]:
     """Vocabularies and fill values from the training split only, as plain data for the checkpoint."""
     columns = []
     for name in frame.columns:
@@ -370,7 +320,7 @@ def fit_encoder(frame, kinds: dict[str, str], policy: str, fill_value: float, id
         miss = missing_mask(s)
         entry: dict[str, Any] = {"name": name, "kind": kind}
         if kind == "categorical":
-            counts = Counter(category_key(v) for v in s.astype(object)[~miss])
+            counts = Counter(category_key(v) for v in s.values[~miss])
             if policy == "impute_constant" and miss.any():
                 counts[MISSING_CATEGORY] += int(miss.sum())
             entry["categories"] = sorted(counts)
@@ -404,14 +354,12 @@ def scaled_columns(encoder: dict[str, Any]) -> np.ndarray:
     return np.asarray(flags, dtype=bool)
 
 
-def encode(frame, encoder: dict[str, Any], source: str, split: Optional[str] = None, at_fit: bool = True) -> np.ndarray:
+def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[str] = None, at_fit: bool = True) -> np.ndarray:
     """Raw feature frame -> float32 [N, encoded width], filling empty cells and one-hot encoding.
 
     ``at_fit`` is False for predict and ``eval --data``: there rows cannot be dropped, so under
     ``drop`` their empty cells get the training fill value, with a warning.
     """
-    import pandas as pd
-
     policy = encoder["missing"]
     masks = {c["name"]: missing_mask(frame[c["name"]]) for c in encoder["columns"]}
     counts = {n: int(m.sum()) for n, m in masks.items()}
@@ -440,9 +388,11 @@ def encode(frame, encoder: dict[str, Any], source: str, split: Optional[str] = N
         name, kind, miss = c["name"], c["kind"], masks[c["name"]]
         s = frame[name]
         if kind == "categorical":
-            keys = [c["fill"] if m else category_key(v) for v, m in zip(s.astype(object), miss)]
-            codes = pd.Index(c["categories"], dtype=object).get_indexer(keys) if c["categories"] else np.full(len(keys), -1)
-            block = np.zeros((len(keys), len(c["categories"])), dtype=np.float32)
+            index = {k: i for i, k in enumerate(c["categories"])}
+            codes = np.fromiter(
+                (index.get(c["fill"] if m else category_key(v), -1) for v, m in zip(s.values, miss)), dtype=np.int64, count=len(s)
+            )
+            block = np.zeros((len(s), len(c["categories"])), dtype=np.float32)
             known = codes >= 0
             block[np.flatnonzero(known), codes[known]] = 1.0
             if (~known).any():
@@ -490,7 +440,7 @@ def column_table(table: Table, kinds: dict[str, str]) -> list[dict[str, Any]]:
 
 __all__ = [
     "MISSING_CATEGORY", "read_frame", "read_table", "infer_kinds", "apply_policy", "fit_encoder", "encode",
-    "scaled_columns", "column_table", "kind_of_path", "has_pyarrow",
+    "scaled_columns", "column_table", "kind_of_path",
 ]
 
 

@@ -1,0 +1,186 @@
+"""A CSV or Parquet file as named numpy columns, read with pyarrow.
+
+pyarrow parses and infers the types; each column then becomes one numpy array. pandas is not
+imported on this path: its import alone (0.35 s here) took `mlptrain validate` on a CSV past its
+0.5 s budget, and the tabular code needs no more than arrays, row numbers and a few kinds.
+
+A column is one of these kinds, with the dtype `validate` shows:
+
+* ``int``: int64 numbers without empty cells (an integer column with empty cells is ``float``);
+* ``float``: float64 (or float32) numbers, NaN where empty;
+* ``bool``: true/false (a numpy bool array; object True/False/None where some cells are empty);
+* ``text``: Python strings, None where empty (also the fallback for any other Arrow type);
+* ``category``: a Parquet dictionary column, decoded (always one-hot, never parsed as numbers);
+* ``temporal``: dates, times, durations (refused as features).
+
+Rows keep their position in the file (``rows``) through ``take``, so an error about a cell names the
+line an editor shows even after rows were dropped or split off.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlptrain.errors import DataError
+
+# The cells pandas reads as empty (its default na_values): the same files mean the same thing here.
+NA_STRINGS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]
+
+
+@dataclass
+class Column:
+    name: str
+    values: np.ndarray
+    dtype: str  # as `validate` shows it: int64, float64, bool, str, category, timestamp[s], ...
+    kind: str  # int | float | bool | text | category | temporal
+    rows: np.ndarray  # each value's row among the file's data rows (0 = the first row after the header)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Frame:
+    """Named columns of equal length; ``rows`` are the file's row numbers of the rows still here."""
+
+    data: dict[str, np.ndarray]
+    dtypes: dict[str, str]
+    kinds: dict[str, str]
+    rows: np.ndarray
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.data)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, name: str) -> Column:
+        return Column(name, self.data[name], self.dtypes[name], self.kinds[name], self.rows)
+
+    def select(self, names: Sequence[str]) -> "Frame":
+        return Frame({n: self.data[n] for n in names}, {n: self.dtypes[n] for n in names}, {n: self.kinds[n] for n in names}, self.rows)
+
+    def take(self, idx: np.ndarray) -> "Frame":
+        """The rows at positions ``idx`` (they keep their file row numbers)."""
+        return Frame({n: v[idx] for n, v in self.data.items()}, self.dtypes, self.kinds, self.rows[idx])
+
+
+def _buffer(array: Any, dtype: Any) -> np.ndarray:
+    """A fixed-width Arrow array's values, nulls included as whatever bytes they hold.
+
+    Read straight from the data buffer: pyarrow's ``to_numpy`` imports pandas (0.35 s), and its
+    compute functions (``cast``, ``is_null``) load their registry on first use (0.08 s).
+    """
+    dtype = np.dtype(dtype)
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize).copy()
+
+
+def _bits(buffer: Any, offset: int, n: int) -> np.ndarray:
+    """An Arrow bitmap (validity, or a bool array's values) as n numpy bools."""
+    return np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), bitorder="little")[offset : offset + n].astype(bool)
+
+
+def _nulls(array: Any) -> np.ndarray:
+    if array.null_count == 0:
+        return np.zeros(len(array), dtype=bool)
+    return ~_bits(array.buffers()[0], array.offset, len(array))
+
+
+def _column(array: Any) -> tuple[np.ndarray, str, str]:
+    """One Arrow column -> (values, dtype shown, kind)."""
+    import pyarrow as pa
+
+    array = array.combine_chunks()  # one Array, one data buffer
+    t = array.type
+    nulls = _nulls(array)
+    if pa.types.is_dictionary(t):
+        return np.asarray(array.to_pylist(), dtype=object), "category", "category"
+    if pa.types.is_boolean(t):
+        values = _bits(array.buffers()[1], array.offset, len(array))
+        if nulls.any():
+            values = values.astype(object)
+            values[nulls] = None
+        return values, "bool", "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        kind = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
+        values = _buffer(array, f"{kind}{t.bit_width // 8}")
+        if kind != "f" and not nulls.any():
+            return values.astype(np.int64), "int64", "int"
+        # integers with empty cells become floats, as in pandas
+        values = values.astype(np.float64 if kind != "f" or t.bit_width > 32 else np.float32)
+        values[nulls] = np.nan
+        return values, str(values.dtype), "float"
+    values = np.empty(len(array), dtype=object)
+    values[:] = array.to_pylist()
+    if pa.types.is_temporal(t):
+        return values, str(t), "temporal"
+    return values, "str" if (pa.types.is_string(t) or pa.types.is_large_string(t)) else str(t), "text"
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """Repeated header names get .1, .2 (pandas' spelling), so each column can be named in the config."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            candidate = f"{name}.{seen[name]}"
+            while candidate in seen:
+                seen[name] += 1
+                candidate = f"{name}.{seen[name]}"
+            name = candidate
+        seen.setdefault(name, 0)
+        out.append(name)
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def read_frame(path: Path, kind: str) -> Frame:
+    """The whole file as a Frame; one-line DataErrors for a missing, empty or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found; check data.path in the config")
+    label = "Parquet file" if kind == "parquet" else "CSV"
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            with pq.ParquetFile(path) as f:  # (pq.read_table imports pandas)
+                table = f.read(use_pandas_metadata=False)
+        except Exception as exc:  # ArrowInvalid, OSError, ... for files that are not Parquet
+            raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))  # (.pandas_metadata imports pandas)
+        index = [c for c in (meta.get("index_columns") or []) if isinstance(c, str)]
+        table = table.drop_columns([c for c in index if c in table.column_names])  # a saved pandas index is no feature
+    else:
+        import pyarrow.csv as pacsv
+
+        try:
+            table = pacsv.read_csv(
+                path, convert_options=pacsv.ConvertOptions(null_values=NA_STRINGS, strings_can_be_null=True),
+            )
+        except Exception as exc:  # ArrowInvalid: no bytes, ragged rows, bad UTF-8, ...
+            if "Empty CSV" in str(exc):
+                raise DataError(f"{path}: the CSV file is empty; it needs a header row and data rows") from None
+            raise DataError(f"{path}: not a readable CSV ({_first_line(exc)})") from None
+    if table.num_columns == 0:
+        raise DataError(f"{path}: the {label} has no columns")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the {label} has a header but no data rows")
+    names = _unique_names([str(c) for c in table.column_names])
+    data, dtypes, kinds = {}, {}, {}
+    for name, array in zip(names, table.columns):
+        data[name], dtypes[name], kinds[name] = _column(array)
+    return Frame(data, dtypes, kinds, np.arange(table.num_rows))
