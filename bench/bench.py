@@ -13,7 +13,10 @@ own fresh Python process, one after the other (never concurrently):
   e  b with `train.precision: bf16-mixed` (what `precision: auto` picks there): run only on a
      device that multiplies bfloat16 natively (a GPU from Ampere on, a CPU with AVX512-BF16 or AMX)
 
-Usage: python bench/bench.py [--only digits[,fashion_mnist]] [--epochs N] [--repeat R] [--quick]
+Before them, ``startup``: the wall time of `mlptrain --help` and `mlptrain validate` (digits, a CSV,
+a Parquet file), best of 5 fresh processes, beside a bare `python -c pass`; the goal is < 0.5 s.
+
+Usage: python bench/bench.py [--only startup,digits,fashion_mnist] [--epochs N] [--repeat R] [--quick]
 Speed ratios are samples/s of b (or e) over samples/s of the other variant: above 1 means mlptrain
 is faster. A speed target is checked on the faster of b and e, and says which; the test accuracy
 column shows whether the speed was bought with worse maths.
@@ -469,6 +472,90 @@ def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str,
     return ratios, targets
 
 
+# ------------------------------------------------------------------------------------------------
+# Startup: `mlptrain --help` and `mlptrain validate` answer in under 0.5 s (torch, scikit-learn and
+# pandas are imported only by the commands that need them).
+
+STARTUP_GOAL_S = 0.5
+
+
+def startup_files(tmp: Path) -> dict[str, Path]:
+    """Configs for validate: built-in digits, and a 2,000-row CSV and Parquet file with text labels,
+    a text category, a bool column and empty cells (the tabular path with every kind of column)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    n = 2000
+    table = pa.table({
+        "id": [f"u{i:04d}" for i in range(n)],
+        "size": [None if i % 11 == 0 else (i * 7919 % 1000) / 100 for i in range(n)],
+        "color": [["red", "green", "blue", None][i % 4] for i in range(n)],
+        "member": [None if i % 13 == 0 else i % 3 == 0 for i in range(n)],
+        "label": [["buy", "skip"][(i * 31 % 7) > 3] for i in range(n)],
+    })
+    pacsv.write_csv(table, tmp / "shop.csv")
+    pq.write_table(table, tmp / "shop.parquet")
+    configs = {"digits": "data: {name: digits}\nmodel: {hidden: [256, 256]}\n"}
+    for kind in ("csv", "parquet"):
+        configs[kind] = (f"data: {{name: {kind}, path: {tmp / ('shop.' + kind)}, target: label, id: id, missing: impute_median}}\n"
+                         "model: {hidden: [64]}\ntrain: {early_stopping: {monitor: val/accuracy}}\n")
+    paths = {}
+    for name, text in configs.items():
+        paths[name] = tmp / f"startup_{name}.yaml"
+        paths[name].write_text(text)
+    return paths
+
+
+def best_seconds(cmd: list[str], repeat: int) -> tuple[Optional[float], str]:
+    """The fastest of ``repeat`` fresh runs of ``cmd`` (wall seconds), or None and the error's last line."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            return None, (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        times.append(time.perf_counter() - t0)
+    return min(times), ""
+
+
+def run_startup(tmp: Path, repeat: int) -> dict[str, Any]:
+    """Each command's best wall time over fresh processes, beside a bare interpreter's start measured now."""
+    script = Path(sys.executable).parent / "mlptrain"
+    mlptrain = [str(script)] if script.is_file() else [sys.executable, "-m", "mlptrain"]
+    configs = startup_files(tmp)
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "mlptrain --help": mlptrain + ["--help"],
+        "mlptrain validate (digits)": mlptrain + ["validate", str(configs["digits"])],
+        "mlptrain validate (CSV, 2,000 rows)": mlptrain + ["validate", str(configs["csv"])],
+        "mlptrain validate (Parquet, 2,000 rows)": mlptrain + ["validate", str(configs["parquet"])],
+    }
+    print(f"\n== startup: best of {repeat} fresh processes each; the goal is < {STARTUP_GOAL_S:g} s")
+    seconds: dict[str, Optional[float]] = {}
+    for name, cmd in commands.items():
+        seconds[name], error = best_seconds(cmd, repeat)
+        print(f"  {name:<40} {'failed: ' + error if seconds[name] is None else f'{seconds[name]:.3f} s'}")
+    return {"seconds": seconds, "targets": startup_targets(seconds)}
+
+
+def startup_targets(seconds: dict[str, Optional[float]]) -> list[dict[str, Any]]:
+    """Each mlptrain command under the goal; the ratio to a bare interpreter start shows what the
+    command itself costs on this machine, measured in the same run."""
+    base = seconds.get("python -c pass")
+    targets = []
+    print(f"targets (startup; x: times a bare `python -c pass`, {base or 0:.3f} s here):")
+    for name, value in seconds.items():
+        if name == "python -c pass":
+            continue
+        passed = None if value is None else value < STARTUP_GOAL_S
+        targets.append({"target": name, "value": value, "goal": f"< {STARTUP_GOAL_S:g} s", "pass": passed})
+        mark = {True: "PASS", False: "MISS", None: "n/a "}[passed]
+        ratio = f"{value / base:5.1f}x" if value and base else "  -  "
+        print(f"  {mark}  {name:<40} {'-' if value is None else f'{value:.3f}':>6} s  {ratio}  goal < {STARTUP_GOAL_S:g} s")
+    return targets
+
+
 def versions() -> dict[str, str]:
     import sklearn
     import torch
@@ -528,7 +615,7 @@ def warn_load() -> Optional[float]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    ap.add_argument("--only", help="comma-separated workloads: startup, " + ", ".join(WORKLOADS))
     ap.add_argument("--epochs", type=int, help="epochs for every workload (default: digits 20, fashion_mnist 3)")
     ap.add_argument("--repeat", type=int, help="fresh processes per variant, fastest kept (default: digits 3, fashion_mnist 1)")
     ap.add_argument("--variants", default="abcde", help="which variants to run (default abcde; e only where bf16 is native)")
@@ -556,10 +643,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         Path(args.result).write_text(json.dumps(result))
         return 0
 
-    names = [n.strip() for n in args.only.split(",")] if args.only else (["digits"] if args.quick else list(WORKLOADS))
-    unknown = [n for n in names if n not in WORKLOADS]
+    names = [n.strip() for n in args.only.split(",")] if args.only else (["startup", "digits"] if args.quick else ["startup", *WORKLOADS])
+    unknown = [n for n in names if n not in WORKLOADS and n != "startup"]
     if unknown:
-        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+        ap.error(f"unknown workload(s) {unknown}; choose from startup, {', '.join(WORKLOADS)}")
     import torch
 
     if args.devices:
@@ -576,6 +663,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mlptrain-bench-"))
     try:
         for name in names:
+            if name == "startup":
+                result = run_startup(tmp, 2 if args.quick else 5)
+                if not args.no_save:
+                    with RESULTS.open("a") as f:
+                        f.write(json.dumps({
+                            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                            "workload": "startup", "machine": mach, "versions": vers, **result,
+                        }) + "\n")
+                continue
             wl = WORKLOADS[name]
             if name == "fashion_mnist":
                 ok, why = fashion_available()

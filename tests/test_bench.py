@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 spec = importlib.util.spec_from_file_location("bench", Path(__file__).resolve().parents[1] / "bench" / "bench.py")
@@ -43,3 +44,25 @@ def test_gpu_target_is_bf16_mixed_ten_times_the_idiomatic_loop_and_knows_peaks()
     assert _targets("fashion_mnist", "cuda", _res(a=50_000, b=300_000, e=600_000))["fashion e/a speed on the GPU (bf16-mixed)"]["pass"]
     assert bench.gpu_peak("NVIDIA H100 80GB HBM3") == 989.0 and bench.gpu_peak("NVIDIA H100 PCIe") == 756.0
     assert bench.gpu_peak("some other GPU") is None
+
+
+def test_startup_targets_are_each_command_under_half_a_second(capsys):
+    seconds = {"python -c pass": 0.025, "mlptrain --help": 0.3, "mlptrain validate (CSV, 2,000 rows)": 0.62,
+               "mlptrain validate (digits)": None}
+    t = {x["target"]: x for x in bench.startup_targets(seconds)}
+    assert "python -c pass" not in t  # the baseline, not a target
+    assert t["mlptrain --help"]["pass"] is True and t["mlptrain validate (CSV, 2,000 rows)"]["pass"] is False
+    assert t["mlptrain validate (digits)"]["pass"] is None  # a failed command is no pass
+    out = capsys.readouterr().out
+    assert "12.0x" in out and "MISS  mlptrain validate (CSV" in out
+
+
+def test_startup_files_cover_text_bool_and_empty_cells(tmp_path):
+    from mlptrain.data.frame import read_frame
+
+    paths = bench.startup_files(tmp_path)
+    assert set(paths) == {"digits", "csv", "parquet"}
+    for kind in ("csv", "parquet"):
+        f = read_frame(tmp_path / f"shop.{kind}", kind)
+        assert len(f) == 2000 and f.kinds == {"id": "text", "size": "float", "color": "text", "member": "bool", "label": "text"}
+        assert np.isnan(f.data["size"]).sum() > 0 and sum(v is None for v in f.data["color"]) > 0
