@@ -463,6 +463,15 @@ def test_reader_types_empty_spellings_and_repeated_names(tmp_path):
         tabular.infer_kinds(f.select(["n", "when"]), [], str(path))
 
 
+def test_reader_takes_a_bom_crlf_and_quoted_commas_and_newlines(tmp_path):
+    from mlptrain.data.frame import read_frame
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b'\xef\xbb\xbfa,b,label\r\n1,"x\r\ny",cat\r\n2,"z, w",dog\r\n\r\n')
+    f = read_frame(path, "csv")
+    assert f.columns == ["a", "b", "label"] and list(f.data["b"]) == ["x\r\ny", "z, w"] and len(f) == 2
+
+
 def test_parquet_drops_a_saved_pandas_index_and_keeps_categories(tmp_path):
     from mlptrain.data.frame import read_frame
 

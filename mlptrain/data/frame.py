@@ -169,7 +169,9 @@ def read_frame(path: Path, kind: str) -> Frame:
 
         try:
             table = pacsv.read_csv(
-                path, convert_options=pacsv.ConvertOptions(null_values=NA_STRINGS, strings_can_be_null=True),
+                path,
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # a quoted cell may span lines
+                convert_options=pacsv.ConvertOptions(null_values=NA_STRINGS, strings_can_be_null=True),
             )
         except Exception as exc:  # ArrowInvalid: no bytes, ragged rows, bad UTF-8, ...
             if "Empty CSV" in str(exc):
