@@ -283,7 +283,7 @@ class HistoryTable:
             self.append(row)
 
     def append(self, row: dict[str, float]) -> None:
-        new = [k for k in row if k not in self.columns]
+        new = [k for k in row if k not in self.index]
         if new:  # a column that appears later (train/skipped_batches): widen, earlier rows lack it
             self.index.update((k, len(self.columns) + i) for i, k in enumerate(new))
             self.columns += new

@@ -230,10 +230,12 @@ def train(
     )
 
     spec_dict = spec_to_dict(spec)
+    inline = device.type == "cpu"  # see Run: serialize checkpoints in line when training uses the CPU cores
     if resume is None:
-        run = Run(run_path, spec.logging.tensorboard, checkpoint.write)
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, serialize_inline=inline)
     else:  # metrics.csv as far as last.pt goes; TensorBoard steps already on disk are not logged twice
-        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, _resumed_rows(run_path, resume), logged_steps(run_path))
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, _resumed_rows(run_path, resume), logged_steps(run_path),
+                  serialize_inline=inline)
         run.mark_resumed()
     run.static = {
         "spec": spec_dict,

@@ -255,9 +255,15 @@ class Run:
 
     def __init__(
         self, path: Path, tensorboard: bool, write_checkpoint: Callable[[BinaryIO, dict[str, Any]], None],
-        rows: Iterable[dict[str, Any]] = (), logged: Optional[dict[str, int]] = None,
+        rows: Iterable[dict[str, Any]] = (), logged: Optional[dict[str, int]] = None, serialize_inline: bool = False,
     ):
         self.path = Path(path)
+        # Where a checkpoint is serialized. Training on the CPU: here, at once. A writer thread then
+        # competes with training's own threads for the cores, and an OpenMP team waits for its
+        # slowest member: serializing last.pt on the writer slowed a 12 ms digits epoch by 3.5 ms,
+        # in line by 1.6 ms (median of 16 interleaved runs). On a GPU the CPU is idle while the
+        # device computes, so the writer serializes a snapshot in the background.
+        self.serialize_inline = serialize_inline
         self.rows: list[dict[str, Any]] = list(rows)
         self._csv_columns: list[str] = []  # metrics.csv as rendered so far: a 1,000-epoch run re-rendered
         self._csv_lines: list[str] = []  # 1,000 rows after every epoch (the header first)
@@ -295,6 +301,12 @@ class Run:
     def save_checkpoint(self, name: str, state: dict[str, Any], durable: bool = False) -> Path:
         """Queue a checkpoint; ``durable`` ones are never skipped (see BackgroundWriter)."""
         path = self.checkpoint_path(name)
+        if self.serialize_inline:
+            buf = io.BytesIO()
+            self._write_checkpoint(buf, {**self.static, **state})
+            data = buf.getbuffer()  # the bytes are the snapshot: training may change the tensors now
+            self._writer.submit(path, lambda f: f.write(data), durable)
+            return path
         frozen = {**self.static, **snapshot(state)}
         self._writer.submit(path, lambda f: self._write_checkpoint(f, frozen), durable)
         return path

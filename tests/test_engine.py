@@ -3,6 +3,8 @@ determinism, batching, clipping, run-directory files, TensorBoard events and che
 
 from __future__ import annotations
 
+import functools
+
 import csv
 import json
 import math
@@ -743,14 +745,50 @@ def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_pat
     writer.close()
 
 
-def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path):
+@pytest.mark.parametrize("inline", [False, True])
+def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path, inline):
     run_dir = runs.create_run_dir(tmp_path, "snap", tmp_path / "snap")
-    run = runs.Run(run_dir, False, checkpoint.write)
+    run = runs.Run(run_dir, False, checkpoint.write, serialize_inline=inline)
     w = torch.zeros(3)
     run.save_checkpoint("last", {"model": {"w": w}, "epoch": 1})
     w += 5  # training goes on before the writer thread gets to the file
     run.close()
     assert torch.equal(checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]["w"], torch.zeros(3))
+
+
+def _same(a, b, path="") -> None:
+    """Equal checkpoint contents (tensors bit for bit; an OrderedDict equals a dict), timings aside."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for k in a:
+            if k != "seconds":
+                _same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b) and a.dtype == b.dtype, path
+    else:
+        assert a == b or (a != a and b != b), path
+
+
+def test_checkpoints_serialized_in_line_or_on_the_writer_hold_the_same(tmp_path, monkeypatch):
+    """fit serializes in line on the CPU, on the writer thread on a GPU: the files must hold the same."""
+    loaded = {}
+    for inline in (False, True):
+        monkeypatch.setattr(runs.Run, "__init__", functools.partialmethod(_RUN_INIT, serialize_inline=inline))
+        torch.manual_seed(0)
+        run_dir = runs.create_run_dir(tmp_path, "x", tmp_path / f"inline-{inline}")
+        run = runs.Run(run_dir, False, checkpoint.write)
+        assert run.serialize_inline is inline
+        run_fit(one_weight_model(), ES_TRAIN, ES_VAL, lr=0.5, epochs=5, monitor="val/loss", save_best=True, save_last=True, run=run)
+        run.close()
+        loaded[inline] = [checkpoint.load(run_dir / "checkpoints" / n) for n in ("best.pt", "last.pt")]
+    _same(loaded[False], loaded[True])
+
+
+_RUN_INIT = runs.Run.__init__
 
 
 def test_background_writer_rests_after_a_write_but_flush_writes_the_newest_at_once(tmp_path):
