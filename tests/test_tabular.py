@@ -483,6 +483,22 @@ def test_parquet_drops_a_saved_pandas_index_and_keeps_categories(tmp_path):
     assert tabular.infer_kinds(f, [], "f.parquet") == {"c": "categorical", "v": "numeric"}
 
 
+def test_parquet_decimal_columns_are_numbers(tmp_path):
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlptrain.data.frame import read_frame
+
+    price = pa.array([decimal.Decimal("1.50"), None, decimal.Decimal("-2.25")], type=pa.decimal128(6, 2))
+    pq.write_table(pa.table({"price": price}), tmp_path / "d.parquet")
+    f = read_frame(tmp_path / "d.parquet", "parquet")
+    assert f.kinds == {"price": "float"} and f.dtypes == {"price": "decimal128(6, 2)"}
+    np.testing.assert_array_equal(f.data["price"], [1.5, np.nan, -2.25])
+    assert tabular.infer_kinds(f, [], "d.parquet") == {"price": "numeric"}
+
+
 @pytest.mark.parametrize("arrow_type", ["int8", "uint16", "int64", "float32", "float64", "bool"])
 def test_columns_read_from_arrow_buffers_match_arrow_values(arrow_type):
     """Values come from Arrow's buffers (to_numpy would import pandas): check them, nulls and slice offsets included."""

@@ -119,6 +119,9 @@ def _column(array: Any) -> tuple[np.ndarray, str, str]:
         values = values.astype(np.float64 if kind != "f" or t.bit_width > 32 else np.float32)
         values[nulls] = np.nan
         return values, str(values.dtype), "float"
+    if pa.types.is_decimal(t):  # databases' fixed-point numbers: as floats, like pandas' to_numeric made them
+        values = np.array([np.nan if v is None else float(v) for v in array.to_pylist()], dtype=np.float64)
+        return values, str(t), "float"
     values = np.empty(len(array), dtype=object)
     values[:] = array.to_pylist()
     if pa.types.is_temporal(t):
