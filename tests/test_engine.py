@@ -745,6 +745,20 @@ def test_background_writer_keeps_the_newest_version_and_reports_failures(tmp_pat
     writer.close()
 
 
+def test_a_large_state_is_snapshotted_for_the_writer_even_when_inline(tmp_path, monkeypatch):
+    run_dir = runs.create_run_dir(tmp_path, "big", tmp_path / "big")
+    run = runs.Run(run_dir, False, checkpoint.write, serialize_inline=True)
+    snapshots = []
+    monkeypatch.setattr(runs, "snapshot", lambda v: snapshots.append(v) or v)
+    monkeypatch.setattr(runs, "INLINE_MAX_BYTES", 100)
+    run.save_checkpoint("last", {"model": {"w": torch.zeros(10)}, "epoch": 1})  # 40 bytes: in line
+    assert snapshots == []
+    run.save_checkpoint("last", {"model": {"w": torch.zeros(30)}, "epoch": 2})  # 120 bytes: the writer's
+    run.close()
+    assert len(snapshots) == 1 and checkpoint.load(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
+    assert runs.tensor_bytes({"a": [torch.zeros(3, dtype=torch.float64)], "b": (1, torch.zeros(2, dtype=torch.bool))}) == 26
+
+
 @pytest.mark.parametrize("inline", [False, True])
 def test_checkpoint_snapshot_does_not_follow_later_training(tmp_path, inline):
     run_dir = runs.create_run_dir(tmp_path, "snap", tmp_path / "snap")
