@@ -472,6 +472,17 @@ def test_reader_takes_a_bom_crlf_and_quoted_commas_and_newlines(tmp_path):
     assert f.columns == ["a", "b", "label"] and list(f.data["b"]) == ["x\r\ny", "z, w"] and len(f) == 2
 
 
+def test_a_column_of_empty_cells_only_is_read_and_counted(tmp_path, write_config, capsys):
+    from mlptrain.data.frame import read_frame
+
+    path = tmp_path / "blank.csv"
+    path.write_text("a,note,label\n" + "".join(f"{i},,{'xy'[i % 2]}\n" for i in range(20)))
+    f = read_frame(path, "csv")
+    assert list(f.data["note"]) == [None] * 20 and f.kinds["note"] == "text"
+    with pytest.raises(DataError, match=r"20 missing values \(note: 20\); set data\.missing"):
+        prep(name="csv", path=str(path), target="label")
+
+
 def test_parquet_drops_a_saved_pandas_index_and_keeps_categories(tmp_path):
     from mlptrain.data.frame import read_frame
 
@@ -517,3 +528,20 @@ def test_columns_read_from_arrow_buffers_match_arrow_values(arrow_type):
         assert kind == {"bool": "bool", "float32": "float", "float64": "float"}.get(arrow_type, "float")  # nulls: ints become floats
     whole, _, kind = _column(pa.chunked_array([pa.array([1, 2, 3], type=pa.int16())]))
     assert kind == ("int") and whole.dtype == np.int64 and whole.tolist() == [1, 2, 3]
+
+
+def test_numeric_csv_reader_for_built_in_models_names_bad_and_empty_cells(tmp_path):
+    """The reader `eval --data`/`predict` use for models trained on built-in data parses cells as the tabular path does."""
+    from mlptrain.data.sources import read_csv
+
+    path = tmp_path / "x.csv"
+    pick = lambda header: (["target"], ["a", "b"])  # noqa: E731
+    path.write_text("a,b,target\n1,2,0\n' 4 ',3,1\n")
+    with pytest.raises(DataError, match=r"x\.csv: column 'a' row 3 has non-numeric value \"' 4 '\""):
+        read_csv(path, pick)
+    path.write_text("a,b,target\n1,,0\n2,NA,1\n")
+    with pytest.raises(DataError, match=r"missing values in feature columns \('b': 2\)"):
+        read_csv(path, pick)
+    path.write_text("a,b,target\n1,2,0\n 2 ,3.5,1\n")
+    table = read_csv(path, pick)
+    assert table.x.tolist() == [[1.0, 2.0], [2.0, 3.5]] and table.y.tolist() == [0, 1]

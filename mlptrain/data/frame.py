@@ -92,7 +92,10 @@ def _bits(buffer: Any, offset: int, n: int) -> np.ndarray:
 def _nulls(array: Any) -> np.ndarray:
     if array.null_count == 0:
         return np.zeros(len(array), dtype=bool)
-    return ~_bits(array.buffers()[0], array.offset, len(array))
+    validity = array.buffers()[0]
+    if validity is None:  # a column of empty cells only (Arrow's null type) has no validity bitmap
+        return np.ones(len(array), dtype=bool)
+    return ~_bits(validity, array.offset, len(array))
 
 
 def _column(array: Any) -> tuple[np.ndarray, str, str]:
