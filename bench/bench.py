@@ -413,6 +413,9 @@ def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]],
         print("reference (2 cores, torch 2.14.1 CPU): " + ", ".join(f"{NAMES[k]} {v:.0f} ms/epoch" for k, v in ref.items()))
 
 
+MARKS = {True: "PASS", False: "MISS", None: "n/a "}  # a target's pass: met, missed, not measured
+
+
 def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float], list[dict[str, Any]]]:
     ok = {v: r for v, r in res.items() if "error" not in r}
     ratios: dict[str, float] = {}
@@ -463,7 +466,7 @@ def ratios_and_targets(workload_name: str, device: str, res: dict[str, dict[str,
     if targets:
         print(f"targets ({'CPU' if device == 'cpu' else device}):")
         for t in targets:
-            mark = {True: "PASS", False: "MISS", None: "n/a "}[t["pass"]]
+            mark = MARKS[t["pass"]]
             value = "-" if t["value"] is None else f"{t['value']:.2f}"
             why = ""
             if t["pass"] is None and "epoch" in t["target"]:
@@ -550,7 +553,7 @@ def startup_targets(seconds: dict[str, Optional[float]]) -> list[dict[str, Any]]
             continue
         passed = None if value is None else value < STARTUP_GOAL_S
         targets.append({"target": name, "value": value, "goal": f"< {STARTUP_GOAL_S:g} s", "pass": passed})
-        mark = {True: "PASS", False: "MISS", None: "n/a "}[passed]
+        mark = MARKS[passed]
         ratio = f"{value / base:5.1f}x" if value and base else "  -  "
         print(f"  {mark}  {name:<40} {'-' if value is None else f'{value:.3f}':>6} s  {ratio}  goal < {STARTUP_GOAL_S:g} s")
     return targets

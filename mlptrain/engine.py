@@ -306,10 +306,6 @@ class HistoryTable:
         }
 
 
-def pack_history(history: list[dict[str, float]]) -> dict[str, Any]:
-    return HistoryTable(history).packed()
-
-
 def unpack_history(packed: dict[str, Any]) -> list[dict[str, float]]:
     columns = packed["columns"]
     return [

@@ -226,28 +226,27 @@ _PLAIN = (int, float, str, bool, type(None))
 INLINE_MAX_BYTES = 256 * 2**20  # see Run.serialize_inline
 
 
+def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it (dicts, lists and tuples rebuilt around them)."""
+    if isinstance(value, _PLAIN):  # first: a run's history is thousands of floats
+        return value
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return fn(value) if hasattr(value, "detach") else value
+
+
 def tensor_bytes(value: Any) -> int:
     """The bytes of all tensors in a (nested) state."""
-    if isinstance(value, _PLAIN):
-        return 0
-    if isinstance(value, dict):
-        return sum(tensor_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(tensor_bytes(v) for v in value)
-    return value.numel() * value.element_size() if hasattr(value, "element_size") else 0
+    sizes: list[int] = []
+    _map_tensors(value, lambda t: sizes.append(t.numel() * t.element_size()))
+    return sum(sizes)
 
 
 def snapshot(value: Any) -> Any:
     """A copy of a (nested) state whose tensors no longer change with training: saved later, on the writer."""
-    if isinstance(value, _PLAIN):  # first: a run's history is thousands of floats, copied every epoch
-        return value
-    if isinstance(value, dict):
-        return {k: snapshot(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(snapshot(v) for v in value)
-    if hasattr(value, "detach"):
-        return value.detach().to("cpu", copy=True)
-    return value
+    return _map_tensors(value, lambda t: t.detach().to("cpu", copy=True))
 
 
 def _csv_line(columns: list[str], row: dict[str, Any]) -> str:

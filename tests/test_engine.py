@@ -884,12 +884,12 @@ def test_history_is_packed_into_a_table_and_comes_back_the_same():
     history = [{"epoch": e, "train/loss": 1.0 / e, "lr": 0.1, **({"train/skipped_batches": 2.0} if e == 2 else {})}
                for e in range(1, 1001)]
     history[5]["val/loss"] = float("nan")  # a NaN value is kept as such, a missing one stays missing
-    packed = engine.pack_history(history)
+    packed = engine.HistoryTable(history).packed()
     assert packed["values"].shape == (1000, 5) and packed["values"].dtype == torch.float64
     back = engine.unpack_history(packed)
     assert back[:5] + back[6:] == history[:5] + history[6:] and isinstance(back[0]["epoch"], int)
     assert math.isnan(back[5]["val/loss"]) and "val/loss" not in back[4] and "train/skipped_batches" not in back[0]
-    assert engine.unpack_history(engine.pack_history([])) == []
+    assert engine.unpack_history(engine.HistoryTable().packed()) == []
 
 
 def test_metrics_csv_gains_a_column_that_appears_later_and_keeps_resumed_rows(tmp_path):

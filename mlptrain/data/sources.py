@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def bundled(name: str) -> Table:
 def read_csv(path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]], need_target: bool = True) -> Table:
     """An all-numeric CSV with a header row; ``pick(header)`` names the target and feature columns."""
     from mlptrain.data.frame import read_frame
-    from mlptrain.data.tabular import parse_number
+    from mlptrain.data.tabular import as_numbers, missing_mask
 
     frame = read_frame(path, "csv")
     columns = frame.columns
@@ -174,31 +174,22 @@ def read_csv(path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]
         raise DataError(f"{path}: feature column '{missing[0]}' not found; columns are: {', '.join(columns)}")
     x = np.zeros((len(frame), len(feats)), dtype=np.float32)
     empty = {}
-    for j, col in enumerate(feats):
-        values = frame.data[col]
-        if values.dtype == object:
-            numbers = np.fromiter((parse_number(v) for v in values), dtype=np.float64, count=len(values))
-            bad = np.isnan(numbers) & np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
-            if bad.any():
-                row = int(bad.nonzero()[0][0])
-                raise DataError(
-                    f"{path}: column '{col}' row {row + 2} has non-numeric value {values[row]!r}; "
-                    "features must be numbers (drop the column with data.features)"
-                )
-            values = numbers
-        x[:, j] = values
-        empty[col] = int(np.isnan(x[:, j]).sum())
+    for j, col in enumerate(feats):  # numbers, or numbers written as text; any other cell is named
+        miss = missing_mask(frame[col])
+        x[:, j] = as_numbers(frame[col], col, str(path), miss)
+        empty[col] = int(miss.sum())
     if any(empty.values()):
         counts = ", ".join(f"'{c}': {k}" for c, k in empty.items() if k)
         raise DataError(f"{path}: missing values in feature columns ({counts}); remove those rows or fill them")
     present = [t for t in targets if t in columns]
-    y = np.column_stack([frame.data[t] for t in present]) if present else np.zeros((len(frame), 0))
-    if len(present) == 1:
-        y = frame.data[present[0]]
-        if y.dtype == object:
-            if any(v is None for v in y):
-                raise DataError(f"{path}: target column '{present[0]}' has {sum(v is None for v in y)} empty cells")
-            y = y.astype(str)
+    if len(present) != 1:
+        y = np.column_stack([frame.data[t] for t in present]) if present else np.zeros((len(frame), 0))
+        return Table(x, y, feats, targets)
+    y = frame.data[present[0]]
+    if y.dtype == object:
+        if any(v is None for v in y):
+            raise DataError(f"{path}: target column '{present[0]}' has {sum(v is None for v in y)} empty cells")
+        y = y.astype(str)
     return Table(x, y, feats, targets)
 
 

@@ -74,7 +74,7 @@ def category_key(v: Any) -> str:
     return str(v).strip()
 
 
-def parse_number(v: Any) -> float:
+def _parse_number(v: Any) -> float:
     """A cell as a float: numbers as they are, text parsed after stripping spaces; NaN if it is no number."""
     if isinstance(v, (bool, np.bool_)):
         return float(v)
@@ -98,14 +98,14 @@ def _row_label(c: Any, i: int, source: str) -> str:
     return f"row {int(c.rows[i]) + (1 if source.lower().endswith(('.parquet', '.pq')) else 2)}"
 
 
-def _as_numbers(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarray:
+def as_numbers(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     """A numeric or bool column as float64 (NaN where empty); a non-number in it is an error."""
     if c.kind in ("int", "float") or c.values.dtype == bool:
         values = c.values.astype(np.float64)  # a copy
     elif c.kind == "bool":
         values = np.array([np.nan if v is None else float(bool(v)) for v in c.values], dtype=np.float64)
     else:
-        values = np.fromiter((parse_number(v) for v in c.values), dtype=np.float64, count=len(c))
+        values = np.fromiter((_parse_number(v) for v in c.values), dtype=np.float64, count=len(c))
         bad = np.isnan(values) & ~miss
         if bad.any():
             i = int(bad.nonzero()[0][0])
@@ -127,7 +127,7 @@ def _as_numbers(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarr
 def _as_bools(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarray:
     """A bool column as 0/1 floats (NaN where empty); accepts true/false, yes/no, 1/0 spellings."""
     if c.kind in ("bool", "int", "float"):
-        values = _as_numbers(c, name, source, miss)
+        values = as_numbers(c, name, source, miss)
         ok = np.isnan(values) | np.isin(values, (0.0, 1.0))
         if not ok.all():
             i = int((~ok).nonzero()[0][0])
@@ -174,7 +174,7 @@ def infer_kinds(frame: Frame, forced: Sequence[str], source: str) -> dict[str, s
         kind = _dtype_kind(c)
         if kind == "categorical" and c.kind == "text":
             filled = np.flatnonzero(~missing_mask(c))
-            numeric = np.fromiter((not math.isnan(parse_number(c.values[i])) for i in filled), dtype=bool, count=len(filled))
+            numeric = np.fromiter((not math.isnan(_parse_number(c.values[i])) for i in filled), dtype=bool, count=len(filled))
             if len(filled) and numeric.all():
                 kind = "numeric"  # numbers stored as text (e.g. a Parquet string column)
             elif len(filled) and numeric.mean() >= 0.5:
@@ -329,7 +329,7 @@ def fit_encoder(frame: Frame, kinds: dict[str, str], policy: str, fill_value: fl
             else:
                 entry["fill"] = min(counts, key=lambda k: (-counts[k], k)) if counts else MISSING_CATEGORY
         else:
-            values = (_as_bools if kind == "bool" else _as_numbers)(s, name, "training split", miss)[~miss]
+            values = (_as_bools if kind == "bool" else as_numbers)(s, name, "training split", miss)[~miss]
             if policy == "impute_constant":
                 fill = float(fill_value)
             elif len(values) == 0:
@@ -399,7 +399,7 @@ def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[s
                 unseen[name] = int((~known).sum())
                 unseen_rows |= ~known
         else:
-            values = (_as_bools if kind == "bool" else _as_numbers)(s, name, source, miss)
+            values = (_as_bools if kind == "bool" else as_numbers)(s, name, source, miss)
             values[miss] = c["fill"]
             block = values.astype(np.float32)[:, None]
         blocks.append(block)
