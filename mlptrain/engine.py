@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlptrain.backprop import Backprop
 from mlptrain.metrics import compute_metrics, predict_classes
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -340,13 +341,15 @@ def fit(
     progress: Optional[Progress] = None,
     forward: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     resume: Optional[dict[str, Any]] = None,
+    manual: Optional[Backprop] = None,
 ) -> FitResult:
     """Train with early stopping; ``run`` (a runs.Run) receives metrics, histograms and checkpoints.
 
     ``forward`` is the model as called for training steps (e.g. its ``torch.compile`` form);
     weights, evaluation and checkpoints always go through ``model`` itself. ``resume`` is a
     ``last.pt`` this loop wrote: training continues from the very next step, bit for bit as if it
-    had never stopped (same device and seed).
+    had never stopped (same device and seed). ``manual`` (a backprop.Backprop of ``model``) computes
+    the gradients in place of autograd.
     """
     progress = progress or NoProgress()
     forward = forward or model
@@ -451,21 +454,27 @@ def fit(
             xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
             if loop.augment is not None:
                 xb = loop.augment(xb, generators["augment"])
-            with autocast(device, loop.precision):
-                logits = forward(xb)
-                loss = loss_fn(logits.float(), yb)
+            if manual is not None:  # float32, no autograd graph: forward, loss and δ at the logits by hand
+                logits = manual.forward(xb)
+                loss = manual.loss(logits, yb)
+            else:
+                with autocast(device, loop.precision):
+                    logits = forward(xb)
+                    loss = loss_fn(logits.float(), yb)
             if skip_nan and not bool(torch.isfinite(loss)):  # train.on_nan: skip_batch (one sync per step)
                 skipped += 1
                 epoch_skipped += 1
             else:
-                optimizer.zero_grad(set_to_none=True)
+                if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
+                    manual.backward()
+                else:  # float16 (a scaler): scale the loss so small gradients survive, unscale before clipping
+                    optimizer.zero_grad(set_to_none=True)
+                    (loss if scaler is None else scaler.scale(loss)).backward()
                 if scaler is None:
-                    loss.backward()
                     if loop.grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
                     optimizer.step()
-                else:  # float16: scale the loss so small gradients survive, unscale before clipping
-                    scaler.scale(loss).backward()
+                else:
                     if loop.grad_clip is not None:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)

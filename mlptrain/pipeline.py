@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mlptrain import augment, checkpoint, data as datamod
+from mlptrain.backprop import Backprop, unsupported as backprop_unsupported
 from mlptrain.config import RESUMABLE, Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
     FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, resolve_precision,
@@ -135,6 +136,19 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, sample: torch.Tensor, n
         return model
 
 
+def manual_backprop(spec: Spec, built: Built, precision: str) -> Optional[Backprop]:
+    """``train.backprop`` resolved: the hand-written backward pass where it covers the setup, else None (autograd)."""
+    if spec.train.backprop == "autograd":
+        return None
+    weighted = spec.loss.class_weight is not None
+    why = backprop_unsupported(built.model, built.loss_name, weighted, precision, spec.train.compile)
+    if why is None:
+        return Backprop(built.model, built.loss_name, spec.loss)
+    if spec.train.backprop == "manual":
+        raise ConfigError(f"train.backprop: manual does not cover {why}; set train.backprop: auto (or autograd)")
+    return None
+
+
 @dataclass
 class FitOutcome:
     run_dir: Path
@@ -229,6 +243,7 @@ def train(
         on_nan=spec.train.on_nan,
     )
 
+    manual = manual_backprop(spec, built, loop.precision)  # before the run directory gets its first file
     spec_dict = spec_to_dict(spec)
     inline = device.type == "cpu"  # see Run: serialize checkpoints in line when training uses the CPU cores
     if resume is None:
@@ -258,7 +273,7 @@ def train(
             with signals_stop(loop.interrupt):
                 result = fit(
                     model, built.loss_fn, optimizer, schedule, train_t, _tensors(prepared.val, device),
-                    task, loop, run, progress, forward, resume,
+                    task, loop, run, progress, forward, resume, manual,
                 )
         except NonFiniteLoss as exc:
             run.flush()  # the last good last.pt on disk before the message points at it
@@ -292,6 +307,7 @@ def train(
             "loss": built.loss_name,
             "device": str(device),
             "precision": loop.precision,
+            "backprop": "manual" if manual is not None else "autograd",
             "monitor": monitor,
             "mode": mode,
             "best_epoch": result.best_epoch,

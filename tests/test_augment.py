@@ -102,7 +102,7 @@ def test_moving_pixels_of_data_without_images_is_refused_in_one_line(key):
 def test_training_on_images_sees_augmented_batches_and_evaluation_does_not(tmp_path):
     write_mnist(tmp_path, n_train=60, n_test=20, size=8)
     raw = {"data": {"name": "mnist", "root": str(tmp_path)}, "model": {"hidden": [8]},
-           "train": {"epochs": 2, "batch_size": 16, "device": "cpu"},
+           "train": {"epochs": 2, "batch_size": 16, "device": "cpu", "backprop": "autograd"},  # the spy wraps model.forward
            "logging": {"tensorboard": False, "progress": "none"}}
     seen: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
 

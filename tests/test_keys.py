@@ -28,6 +28,7 @@ import torch
 from pydantic import BaseModel
 
 from mlptrain import cli, pipeline
+from mlptrain.backprop import Backprop
 from mlptrain import data as datamod
 from mlptrain.config import Spec, validate_dict
 from mlptrain.errors import MlptrainError
@@ -308,6 +309,23 @@ def observe_compile(spec: Spec, work: Path) -> dict[str, Any]:
     return {"compiled": calls}
 
 
+def observe_backprop(spec: Spec, work: Path) -> dict[str, Any]:
+    """How many training steps went through autograd's loss.backward() (manual backprop takes none)."""
+    calls: list[int] = []
+    real = torch.Tensor.backward
+
+    def counted(self: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        real(self, *args, **kwargs)
+
+    torch.Tensor.backward = counted  # type: ignore[method-assign]
+    try:
+        obs = observe_fit(spec, work)
+    finally:
+        torch.Tensor.backward = real  # type: ignore[method-assign]
+    return {"autograd_calls": len(calls), "metrics": obs["metrics"]}
+
+
 def observe_threads(spec: Spec, work: Path) -> dict[str, Any]:
     before = torch.get_num_threads()
     try:
@@ -392,13 +410,22 @@ def observe_nan(spec: Spec, work: Path) -> dict[str, Any]:
         built.loss_fn = poisoned
         return built
 
+    manual_loss = Backprop.loss
+
+    def poisoned_manual(self, logits, y):  # noqa: ANN001
+        loss = manual_loss(self, logits, y)
+        calls[0] += 1
+        return loss * float("nan") if calls[0] == 3 else loss
+
     pipeline.build = build
+    Backprop.loss = poisoned_manual  # type: ignore[method-assign]
     try:
         return {"outcome": observe_fit(spec, work)["history"][0].get("train/skipped_batches")}
     except MlptrainError as exc:
         return {"outcome": f"refused: {exc}"}
     finally:
         pipeline.build = original
+        Backprop.loss = manual_loss  # type: ignore[method-assign]
 
 
 def observe_run_path(spec: Spec, work: Path) -> dict[str, Any]:
@@ -566,6 +593,10 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "train.precision": C("32", "bf16-mixed", observe_precision, ("dtypes", "metrics")),
     "train.compile": C(False, True, observe_compile, "compiled"),
     "train.threads": C(1, 2, observe_threads, "threads"),
+    "train.backprop": [
+        C("autograd", "manual", observe_backprop, "autograd_calls"),
+        C("autograd", "auto", observe_backprop, "autograd_calls"),
+    ],
     "train.grad_clip": C(None, 0.01, F, "metrics", optimizer__name="sgd", optimizer__lr=0.5),
     "train.early_stopping.enabled": C(True, False, F, ("epochs_run", "stopped_early"), train__epochs=4,
                                       train__early_stopping__patience=1, train__early_stopping__min_delta=100.0),
