@@ -45,16 +45,19 @@ DERIVATIVES: dict[type, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.M
 }
 
 def _cross_entropy(z: torch.Tensor, y: torch.Tensor, spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """F.cross_entropy and its gradient softmax(z) - target (the target smoothed toward 1/K), over the batch."""
+    """F.cross_entropy over the batch and its gradient, softmax(z) minus the target (smoothed toward 1/K).
+
+    The steps are autograd's own (log-softmax, NLL and their backward functions), so without label
+    smoothing the gradient is bit for bit autograd's.
+    """
     log_p = torch.log_softmax(z, dim=1)
+    loss, total = aten.nll_loss_forward(log_p, y, None, 1, -100)  # 1: the mean, -100: no ignored class
+    grad = aten.nll_loss_backward(torch.ones_like(loss), log_p, y, None, 1, -100, total)  # ∂loss/∂log_p
     eps = spec.label_smoothing
-    if not eps:  # the three steps autograd takes, so the gradient is bit for bit autograd's
-        loss, total = aten.nll_loss_forward(log_p, y, None, 1, -100)  # 1: the mean, -100: no ignored class
-        grad = aten.nll_loss_backward(torch.ones_like(loss), log_p, y, None, 1, -100, total)
-        return loss, aten._log_softmax_backward_data(grad, log_p, 1, z.dtype)
-    loss = (1 - eps) * F.nll_loss(log_p, y) - eps * log_p.mean(dim=1).mean()
-    grad = log_p.exp_().sub_(eps / z.shape[1]).sub_(F.one_hot(y, z.shape[1]), alpha=1 - eps)
-    return loss, grad.div_(len(y))
+    if eps:  # (1 - ε) NLL + ε × the mean over rows and classes of -log p
+        loss = (1 - eps) * loss - eps * log_p.mean()
+        grad = grad.mul_(1 - eps).sub_(eps / log_p.numel())
+    return loss, aten._log_softmax_backward_data(grad, log_p, 1, z.dtype)
 
 
 # loss name -> (logits z, targets y, loss spec) -> (mean loss, ∂loss/∂z); the loss is the value the
