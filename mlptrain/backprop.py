@@ -10,9 +10,9 @@ first step. ``Backprop`` does it by hand, as the lecture notes write it::
 
 Skipping the graph makes a small model's step cheaper: on 2 CPU cores a digits [256, 256] step with
 Adam costs 0.78 ms instead of 0.91 ms, and a 20-epoch `fit` trains ~10 % faster. The gradients are
-the ones autograd computes (the tests compare them). ``train.backprop: auto`` uses it wherever ``unsupported`` finds nothing in the way and
-autograd everywhere else (batch/layer norm, PReLU, maxout, class weights, other losses, mixed
-precision, ``train.compile``).
+the ones autograd computes (the tests compare them). ``train.backprop: auto`` uses it wherever
+``unsupported`` finds nothing in the way, and autograd everywhere else (batch/layer norm, PReLU,
+maxout, class weights, other losses, mixed precision, ``train.compile``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ DERIVATIVES: dict[type, Callable[[torch.Tensor, torch.Tensor, torch.Tensor, nn.M
     Abs: lambda g, z, a, m: g * z.sgn(),
     nn.Identity: lambda g, z, a, m: g,
 }
+
 
 def _cross_entropy(z: torch.Tensor, y: torch.Tensor, spec: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """F.cross_entropy over the batch and its gradient, softmax(z) minus the target (smoothed toward 1/K).
@@ -101,8 +102,8 @@ class Backprop:
 
     ``forward`` keeps what the backward pass needs (each linear layer's input, each activation's
     input and output, each dropout mask); ``loss`` returns the loss and keeps δ at the logits;
-    ``backward`` sets every parameter's ``.grad``, as ``loss.backward()`` would after
-    ``zero_grad(set_to_none=True)``. Dropout draws its masks from torch's RNG as ``nn.Dropout`` does.
+    ``backward`` writes every parameter's ``.grad`` (overwriting it, as ``loss.backward()`` would
+    after ``zero_grad``). Dropout draws its masks from torch's RNG as ``nn.Dropout`` does.
     """
 
     def __init__(self, model: nn.Sequential, loss: str, loss_spec: Any):

@@ -467,14 +467,14 @@ def fit(
             else:
                 if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
                     manual.backward()
-                else:  # float16 (a scaler): scale the loss so small gradients survive, unscale before clipping
+                else:  # float16 (a scaler): scale the loss so small gradients survive
                     optimizer.zero_grad(set_to_none=True)
                     (loss if scaler is None else scaler.scale(loss)).backward()
                 if scaler is None:
                     if loop.grad_clip is not None:
                         nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
                     optimizer.step()
-                else:
+                else:  # unscale before clipping; the scaler skips a step whose gradients overflowed
                     if loop.grad_clip is not None:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
