@@ -467,7 +467,7 @@ def fit(
             else:
                 if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
                     manual.backward()
-                else:  # float16 (a scaler): scale the loss so small gradients survive
+                else:  # autograd; under float16 the scaler scales the loss so small gradients survive
                     optimizer.zero_grad(set_to_none=True)
                     (loss if scaler is None else scaler.scale(loss)).backward()
                 if scaler is None:
