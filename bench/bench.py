@@ -354,25 +354,42 @@ def run_worker(variant: str, workload: dict[str, Any], epochs: int, device: str,
     return result
 
 
-def run_variant(variant: str, workload: dict[str, Any], epochs: int, device: str, repeat: int, tmp: Path, timeout: float) -> dict[str, Any]:
-    """Run a variant `repeat` times (fresh process each); keep the fastest run (noise only ever adds time)."""
-    runs = []
+def run_once(variant: str, workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float) -> dict[str, Any]:
+    """One fresh process of a variant."""
+    if variant in FITS:
+        return run_fit(workload, epochs, device, tmp, timeout, FITS[variant])
+    return run_worker(variant, workload, epochs, device, tmp, timeout)
+
+
+def run_variants(variants: list[str], workload: dict[str, Any], epochs: int, device: str, repeat: int, tmp: Path,
+                 timeout: float) -> dict[str, dict[str, Any]]:
+    """Every variant ``repeat`` times in rounds (a b c d e, a b c d e, ...), each a fresh process; keep each
+    variant's fastest run (noise only ever adds time). Rounds, not a variant's runs back to back: a slow
+    spell of a shared machine then hits every variant once instead of all runs of one."""
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    failed: dict[str, dict[str, Any]] = {}
     for _ in range(repeat):
-        if variant in FITS:
-            r = run_fit(workload, epochs, device, tmp, timeout, FITS[variant])
-        else:
-            r = run_worker(variant, workload, epochs, device, tmp, timeout)
-        runs.append(r)
-        if "error" in r:
-            return r
-    runs.sort(key=lambda r: r["train_seconds"])
-    chosen = dict(runs[0])
-    chosen["repeats_train_seconds"] = [round(r["train_seconds"], 4) for r in runs]
-    chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
-    n = chosen["n_train"] if "n_train" in chosen else None
-    if n is not None:
-        chosen["samples_per_s"] = n * chosen["epochs"] / chosen["train_seconds"]
-    return chosen
+        for v in variants:
+            if v in failed:
+                continue
+            r = run_once(v, workload, epochs, device, tmp, timeout)
+            if "error" in r:
+                failed[v] = r
+            else:
+                runs[v].append(r)
+    res: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        if v in failed:
+            res[v] = failed[v]
+            continue
+        ordered = sorted(runs[v], key=lambda r: r["train_seconds"])
+        chosen = dict(ordered[0])
+        chosen["repeats_train_seconds"] = [round(r["train_seconds"], 4) for r in runs[v]]  # in run order
+        chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs[v])
+        if "n_train" in chosen:
+            chosen["samples_per_s"] = chosen["n_train"] * chosen["epochs"] / chosen["train_seconds"]
+        res[v] = chosen
+    return res
 
 
 # ------------------------------------------------------------------------------------------------
@@ -687,10 +704,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 variants = [v for v in "abcde" if v in args.variants and (device == "cpu" or v != "c")
                             and (v != "e" or native_bf16(device))]
                 print(f"\n== {name}: hidden {wl['hidden']}, {epochs} epochs, batch {BATCH}, Adam lr {LR:g}, device {device}, "
-                      f"{repeat} run(s) per variant")
-                res: dict[str, dict[str, Any]] = {}
-                for v in variants:
-                    res[v] = run_variant(v, wl, epochs, device, repeat, tmp, args.timeout)
+                      f"{repeat} round(s) of every variant")
+                res = run_variants(variants, wl, epochs, device, repeat, tmp, args.timeout)
                 shape = next(((r["n_train"], r["in_features"], r["classes"]) for r in res.values() if "n_train" in r), None)
                 if shape is None:  # only b ran (or every worker failed): read the shapes as the workers do
                     xtr, _, _, _, k = load_arrays(wl["data"])

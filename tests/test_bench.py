@@ -66,3 +66,23 @@ def test_startup_files_cover_text_bool_and_empty_cells(tmp_path):
         f = read_frame(tmp_path / f"shop.{kind}", kind)
         assert len(f) == 2000 and f.kinds == {"id": "text", "size": "float", "color": "text", "member": "bool", "label": "text"}
         assert np.isnan(f.data["size"]).sum() > 0 and sum(v is None for v in f.data["color"]) > 0
+
+
+def test_repeats_run_in_rounds_and_keep_each_variants_fastest(monkeypatch, tmp_path):
+    calls: list[str] = []
+    seconds = {"a": iter([3.0, 2.0, 2.5]), "b": iter([1.0, 1.5, 1.2]), "d": iter([0.5])}
+
+    def once(v, *args):
+        calls.append(v)
+        if v == "d" and calls.count("d") == 2:
+            return {"error": "boom"}
+        return {"train_seconds": next(seconds[v]), "peak_rss_mb": 100.0 + len(calls), "n_train": 10, "epochs": 2}
+
+    monkeypatch.setattr(bench, "run_once", once)
+    res = bench.run_variants(["a", "b", "d"], {}, 2, "cpu", 3, tmp_path, 60)
+    assert calls == ["a", "b", "d", "a", "b", "d", "a", "b"]  # rounds, not a variant's runs back to back
+    assert calls.count("d") == 2  # a failed variant runs no further rounds
+    assert res["a"]["train_seconds"] == 2.0 and res["a"]["repeats_train_seconds"] == [3.0, 2.0, 2.5]
+    assert res["b"]["train_seconds"] == 1.0 and res["a"]["samples_per_s"] == 10 * 2 / 2.0
+    assert res["a"]["peak_rss_mb"] == 107.0  # the highest of its runs (calls 1, 4 and 7), not the fastest one's
+    assert res["d"] == {"error": "boom"}
