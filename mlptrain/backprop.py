@@ -61,11 +61,16 @@ def _cross_entropy(z: torch.Tensor, y: torch.Tensor, spec: Any) -> tuple[torch.T
     return loss, aten._log_softmax_backward_data(grad, log_p, 1, z.dtype)
 
 
+def _bce(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy on logits against targets t (smoothed or 0/1), and its gradient σ(z) - t."""
+    return F.binary_cross_entropy_with_logits(z, t), (torch.sigmoid(z) - t).div_(z.numel())
+
+
 # loss name -> (logits z, targets y, loss spec) -> (mean loss, ∂loss/∂z); the loss is the value the
 # losses registry computes for the same name.
 LOSS_GRADIENTS: dict[str, Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, torch.Tensor]]] = {
     "cross_entropy": _cross_entropy,
-    "bce": lambda z, y, s: (F.binary_cross_entropy_with_logits(z, y), (torch.sigmoid(z) - y).div_(z.numel())),
+    "bce": lambda z, y, s: _bce(z, y * (1 - s.label_smoothing) + s.label_smoothing / 2 if s.label_smoothing else y),
     "mse": lambda z, y, s: (F.mse_loss(z, y), (z - y).mul_(2 / z.numel())),
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union, get_args
+from typing import Any, ClassVar, Literal, Optional, Sequence, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -55,6 +55,11 @@ class Section(BaseModel):
     number is finite (YAML's .nan and .inf would otherwise pass an unbounded field, or lr's gt=0)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    # key -> (the key whose value decides, the values that read the key): e.g. momentum is read by
+    # optimizer names sgd and rmsprop only. Set away from its default under any other value it would
+    # change nothing, so ``unused_keys`` refuses it.
+    USED_BY: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {}
 
 
 class NamedSection(Section):
@@ -150,6 +155,13 @@ class DataSpec(Section):
         "metrics and predictions are in the original units.",
     )
 
+    USED_BY = {
+        **{k: ("name", SYNTHETIC_NAMES) for k in ("n_samples", "noise", "seed")},
+        "n_classes": ("name", ("blobs", "spirals")),
+        "n_features": ("name", ("blobs",)),
+        "fill_value": ("missing", ("impute_constant",)),
+    }
+
     @model_validator(mode="after")
     def _files(self) -> "DataSpec":
         if self.name in FILE_NAMES:
@@ -223,6 +235,11 @@ class ActivationSpec(NamedSection):
     beta: float = Field(1.0, gt=0.0, description="softplus: sharpness, log(1 + exp(beta z)) / beta.")
     k: int = Field(2, ge=2, description="maxout: number of linear pieces whose maximum each unit outputs.")
 
+    USED_BY = {
+        "slope": ("name", ("leaky_relu", "prelu")), "alpha": ("name", ("elu",)), "beta": ("name", ("softplus",)),
+        "k": ("name", ("maxout",)),
+    }
+
 
 class InitSpec(NamedSection):
     """How weights and biases of every linear layer start."""
@@ -231,7 +248,13 @@ class InitSpec(NamedSection):
     std: float = Field(0.01, gt=0.0, description="normal: standard deviation.")
     a: float = Field(0.05, gt=0.0, description="uniform: weights drawn from U(-a, a).")
     gain: float = Field(1.0, gt=0.0, description="xavier/glorot and orthogonal: scaling gain.")
-    bias: float = Field(0.0, description="Constant every bias starts at (ignored for `default`).")
+    bias: float = Field(0.0, description="Constant every bias starts at (not with `default`, which keeps PyTorch's biases).")
+
+    USED_BY = {
+        "std": ("name", ("normal",)), "a": ("name", ("uniform",)),
+        "gain": ("name", ("xavier_uniform", "xavier_normal", "glorot_uniform", "glorot_normal", "orthogonal")),
+        "bias": ("name", tuple(n for n in get_args(InitName) if n != "default")),
+    }
 
 
 class ModelSpec(Section):
@@ -284,7 +307,11 @@ class LossSpec(NamedSection):
         None,
         description="Loss; default from the task: binary→bce, multiclass→cross_entropy, regression→mse, multilabel→bce.",
     )
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross_entropy: label smoothing.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="cross_entropy, kl_div and bce: label smoothing, the notes' noise at the output targets: "
+        "targets (1 - ε) one-hot + ε/K (bce: ε/2 toward the other class).",
+    )
     delta: float = Field(1.0, gt=0.0, description="huber and smooth_l1: where the loss turns from quadratic to linear.")
     margin: float = Field(1.0, gt=0.0, description="hinge: the margin.")
     class_weight: Union[Literal["balanced"], dict[str, float], None] = Field(
@@ -313,14 +340,27 @@ class LossSpec(NamedSection):
                 raise ValueError("class weights cannot all be 0")
         return value
 
+    USED_BY = {
+        "label_smoothing": ("name", ("cross_entropy", "kl_div", "bce")), "delta": ("name", ("huber", "smooth_l1")),
+        "margin": ("name", ("hinge",)),
+    }
+
 
 class OptimizerSpec(NamedSection):
     """The gradient-descent variant and its hyperparameters."""
 
     name: OptimizerName = Field("adam", description="Optimizer.")
     lr: float = Field(1e-3, gt=0.0, description="Learning rate η.")
-    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (decoupled for adamw).")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd and rmsprop: momentum.")
+    weight_decay: float = Field(
+        0.0, ge=0.0,
+        description="L2 weight decay λ on every parameter, as PyTorch applies it: λθ is added to the gradient (the "
+        "notes' penalty (λ/2)‖θ‖², biases included); adamw decays decoupled, θ ← θ − η λ θ.",
+    )
+    momentum: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="sgd and rmsprop: momentum μ, in PyTorch's form v ← μv + g, θ ← θ − ηv (the notes' v ← μv + η g, "
+        "θ ← θ − v is the same at a constant η).",
+    )
     nesterov: bool = Field(False, description="sgd: Nesterov momentum (needs momentum > 0).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw, nadam: moment decay rates.")
     eps: Optional[float] = Field(
@@ -330,6 +370,12 @@ class OptimizerSpec(NamedSection):
     )
     alpha: float = Field(0.99, gt=0.0, lt=1.0, description="rmsprop: decay of the squared-gradient average.")
     rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta: decay of the running averages.")
+
+    USED_BY = {
+        "momentum": ("name", ("sgd", "rmsprop")), "betas": ("name", ("adam", "adamw", "nadam")),
+        "eps": ("name", ("adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")),
+        "alpha": ("name", ("rmsprop",)), "rho": ("name", ("adadelta",)),
+    }
 
     @model_validator(mode="after")
     def _nesterov(self) -> "OptimizerSpec":
@@ -362,6 +408,13 @@ class SchedulerSpec(NamedSection):
         "else min); default train.early_stopping.monitor with its mode."
     )
 
+    USED_BY = {
+        "step_size": ("name", ("step",)), "milestones": ("name", ("multistep",)),
+        "gamma": ("name", ("step", "multistep", "exponential")), "t_max": ("name", ("cosine",)),
+        "min_lr": ("name", ("cosine", "reduce_on_plateau")),
+        **{k: ("name", ("reduce_on_plateau",)) for k in ("factor", "patience", "monitor")},
+    }
+
 
 class EarlyStoppingSpec(Section):
     """Stop when the monitored metric stops improving (Keras names)."""
@@ -373,7 +426,11 @@ class EarlyStoppingSpec(Section):
     )
     patience: int = Field(10, ge=0, description="Epochs without improvement before stopping.")
     min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as an improvement.")
-    restore_best_weights: bool = Field(True, description="End with the best epoch's weights rather than the last.")
+    restore_best_weights: bool = Field(
+        True,
+        description="End with the best epoch's weights rather than the last (with `enabled: false` too; "
+        "set false to keep the last epoch's).",
+    )
 
 
 class CheckpointSpec(Section):
@@ -736,11 +793,43 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
         raise ConfigError(f"{source}: " + "; ".join(by_path.values())) from None
 
 
+def unused_keys(section: Section, path: str, name: Optional[str] = None) -> list[str]:
+    """The keys of ``section`` (at ``path``) set away from their defaults that its choices do not read
+    (``momentum: 0.9`` with adam): accepted, they would change nothing. ``name`` stands for the
+    section's own name where that is only known later (the task's default loss)."""
+    problems = []
+    for key, (by, readers) in section.USED_BY.items():
+        chosen = name if by == "name" and name is not None else getattr(section, by)
+        value = getattr(section, key)
+        if chosen not in readers and value != type(section).model_fields[key].get_default(call_default_factory=True):
+            problems.append(
+                f"{path}.{key} = {_shown(value)} changes nothing with {path}.{by} '{chosen}' (only "
+                f"{', '.join(map(str, readers))} read it): remove it, or pick one of those"
+            )
+    return problems
+
+
+def check_unused(spec: Spec) -> list[str]:
+    """``unused_keys`` of every section whose choices are known from the spec alone (the loss is
+    checked again when the task's default loss is known: ``losses.build_loss``)."""
+    activations = spec.model.activation
+    named = [(a, f"model.activation[{i}]") for i, a in enumerate(activations)] if isinstance(activations, list) else [
+        (activations, "model.activation")
+    ]
+    named += [(spec.data, "data"), (spec.model.init, "model.init"), (spec.optimizer, "optimizer"), (spec.scheduler, "scheduler")]
+    if spec.loss.name is not None:
+        named.append((spec.loss, "loss"))
+    return [p for section, path in named for p in unused_keys(section, path)]
+
+
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:
-    """Read, override and validate a config file."""
+    """Read, override and validate a config file; a key that would change nothing is refused too."""
     path = Path(path)
     raw = apply_overrides(read_yaml(path), list(overrides or []))
     spec = validate_dict(raw, str(path))
+    problems = check_unused(spec)
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     if spec.name is None:
         spec.name = path.stem
     # Data paths are relative to the config file; store them absolute so checkpoints work from anywhere.

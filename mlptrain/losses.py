@@ -26,6 +26,14 @@ def _one_hot(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.T
     return target * (1 - smoothing) + smoothing / k
 
 
+def bce(smoothing: float) -> LossFn:
+    """Binary cross-entropy on logits; label smoothing moves each 0/1 target ε/2 toward the other class
+    (the notes' noise at the output targets, for sigmoid units)."""
+    if not smoothing:
+        return F.binary_cross_entropy_with_logits
+    return lambda z, y: F.binary_cross_entropy_with_logits(z, y * (1 - smoothing) + smoothing / 2)
+
+
 def log_cosh(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """mean(log(cosh(pred - y))), written as x + softplus(-2x) - log 2 so large errors do not overflow."""
     x = pred - y
@@ -45,7 +53,7 @@ LOSSES: dict[str, Callable[[LossSpec], LossFn]] = {
     "cross_entropy": lambda s: lambda z, y: F.cross_entropy(z, y, label_smoothing=s.label_smoothing),
     "nll": lambda s: lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y),
     "kl_div": lambda s: lambda z, y: F.kl_div(F.log_softmax(z, dim=-1), _one_hot(z, y, s.label_smoothing), reduction="batchmean"),
-    "bce": lambda s: F.binary_cross_entropy_with_logits,
+    "bce": lambda s: bce(s.label_smoothing),
     "hinge": lambda s: lambda z, y: hinge(z, y, s.margin),
     "mse": lambda s: F.mse_loss,
     "mae": lambda s: F.l1_loss,
@@ -84,12 +92,14 @@ def weighted_loss(name: str, weights: torch.Tensor, spec: LossSpec) -> LossFn:
     if name == "nll":
         return lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y, weight=w(z))
 
-    def bce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    eps = spec.label_smoothing
+
+    def weighted_bce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         per_row = w(z)[y.long()]  # y is [N, 1] of 0/1: the weight of each row's class
-        losses = F.binary_cross_entropy_with_logits(z, y, reduction="none")
+        losses = F.binary_cross_entropy_with_logits(z, y * (1 - eps) + eps / 2, reduction="none")
         return (losses * per_row).sum() / per_row.sum()
 
-    return bce
+    return weighted_bce
 
 
 def output_unit(task: str, logits: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from mlptrain.config import LossSpec, Spec
+from mlptrain.config import LossSpec, Spec, unused_keys
 from mlptrain.errors import ConfigError
 
 # The notes' table: task -> default loss (the output unit follows from the task: sigmoid, softmax, linear).
@@ -55,6 +55,9 @@ def loss_name(spec: LossSpec, task: str) -> str:
             f"loss.name = '{name}' does not fit task '{task}' (it fits {', '.join(tasks)}); "
             f"use one of: {', '.join(fits)}{numbers}"
         )
+    problems = unused_keys(spec, "loss", name)  # a default loss is known only with the task
+    if problems:
+        raise ConfigError("; ".join(problems))
     return name
 
 

@@ -82,6 +82,17 @@ def test_label_smoothing_and_dropout_match_autograd(smoothing):
     assert sum(int((m == 0).sum()) for m in manual) > 0  # dropout did drop units (their weights got no gradient)
 
 
+def test_smoothed_bce_matches_autograd():
+    torch.manual_seed(3)
+    model = build_model(ModelSpec(hidden=[16]), 8, 1)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 2, (32, 1), generator=g).float()
+    (ref, auto), (value, manual) = _both(model, "bce", LossSpec(name="bce", label_smoothing=0.2), x, y)
+    assert value.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, m in zip(auto, manual):
+        torch.testing.assert_close(m, a, rtol=1e-5, atol=1e-6)
+
+
 def test_backward_writes_into_the_gradients_already_there():
     model = build_model(ModelSpec(hidden=[8]), 4, 3)
     bp = Backprop(model, "cross_entropy", LossSpec())

@@ -101,3 +101,67 @@ def test_a_tagged_value_pyyaml_cannot_build_is_one_config_error(text, tmp_path):
         load_spec(cfg)
     with pytest.raises(ConfigError, match="data.fill_value"):  # as --set: the text itself, then refused as a number
         validate_dict(apply_overrides({"data": {"name": "xor"}}, [f"data.fill_value={text}"]))
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("optimizer: {name: adam, momentum: 0.9}", "optimizer.momentum = 0.9 changes nothing with optimizer.name 'adam' (only sgd, rmsprop read it)"),
+    ("optimizer: {name: sgd, betas: [0.8, 0.9]}", "optimizer.betas = (0.8, 0.9) changes nothing with optimizer.name 'sgd'"),
+    ("optimizer: {name: sgd, eps: 1.0e-6}", "optimizer.eps = 1e-06 changes nothing with optimizer.name 'sgd'"),
+    ("optimizer: {name: adam, alpha: 0.5}", "optimizer.alpha = 0.5 changes nothing"),
+    ("optimizer: {name: adam, rho: 0.5}", "optimizer.rho = 0.5 changes nothing"),
+    ("scheduler: {name: step, min_lr: 0.001}", "scheduler.min_lr = 0.001 changes nothing with scheduler.name 'step' (only cosine, reduce_on_plateau"),
+    ("scheduler: {name: none, gamma: 0.5}", "scheduler.gamma = 0.5 changes nothing with scheduler.name 'none'"),
+    ("scheduler: {name: exponential, t_max: 5}", "scheduler.t_max = 5 changes nothing"),
+    ("scheduler: {name: cosine, monitor: train/loss}", "scheduler.monitor = 'train/loss' changes nothing"),
+    ("scheduler: {name: step, milestones: [3]}", "scheduler.milestones = [3] changes nothing"),
+    ("scheduler: {name: multistep, step_size: 3}", "scheduler.step_size = 3 changes nothing"),
+    ("scheduler: {name: cosine, factor: 0.5, patience: 2}", "scheduler.factor = 0.5 changes nothing"),
+    ("model: {activation: {name: relu, slope: 0.2}}", "model.activation.slope = 0.2 changes nothing with model.activation.name 'relu' (only leaky_relu, prelu read it)"),
+    ("model: {hidden: [4, 4], activation: [relu, {name: tanh, alpha: 2}]}", "model.activation[1].alpha = 2.0 changes nothing with model.activation[1].name 'tanh'"),
+    ("model: {activation: {name: elu, k: 3}}", "model.activation.k = 3 changes nothing"),
+    ("model: {activation: {name: relu, beta: 2}}", "model.activation.beta = 2.0 changes nothing"),
+    ("model: {init: {name: xavier_uniform, std: 0.5}}", "model.init.std = 0.5 changes nothing with model.init.name 'xavier_uniform' (only normal read it)"),
+    ("model: {init: {name: normal, a: 0.5}}", "model.init.a = 0.5 changes nothing"),
+    ("model: {init: {name: kaiming_uniform, gain: 2}}", "model.init.gain = 2.0 changes nothing"),
+    ("model: {init: {bias: 0.1}}", "model.init.bias = 0.1 changes nothing with model.init.name 'default'"),
+    ("loss: {name: bce, delta: 2}", "loss.delta = 2.0 changes nothing with loss.name 'bce' (only huber, smooth_l1 read it)"),
+    ("loss: {name: mse, margin: 2}", "loss.margin = 2.0 changes nothing"),
+    ("loss: {name: nll, label_smoothing: 0.1}", "loss.label_smoothing = 0.1 changes nothing with loss.name 'nll'"),
+    ("data: {name: digits, n_samples: 50}", "data.n_samples = 50 changes nothing with data.name 'digits' (only xor, moons"),
+    ("data: {name: iris, noise: 0.5}", "data.noise = 0.5 changes nothing"),
+    ("data: {name: moons, n_classes: 4}", "data.n_classes = 4 changes nothing with data.name 'moons' (only blobs, spirals read it)"),
+    ("data: {name: spirals, n_features: 4}", "data.n_features = 4 changes nothing"),
+    ("data: {name: wine, seed: 3}", "data.seed = 3 changes nothing"),
+])
+def test_a_key_its_choice_does_not_read_is_refused_naming_what_reads_it(write_config, yaml_text, message):
+    text = yaml_text if yaml_text.startswith("data:") else "data: {name: moons}\n" + yaml_text
+    with pytest.raises(ConfigError) as exc:
+        load_spec(write_config(text + "\n"))
+    assert message in str(exc.value) and str(exc.value).endswith("remove it, or pick one of those")
+
+
+def test_fill_value_needs_impute_constant(write_config, tmp_path):
+    (tmp_path / "t.csv").write_text("a,y\n1,0\n2,1\n")
+    base = f"data: {{name: csv, path: {tmp_path / 't.csv'}, target: y, fill_value: 5"
+    with pytest.raises(ConfigError, match=r"data.fill_value = 5.0 changes nothing with data.missing 'impute_median' \(only impute_constant"):
+        load_spec(write_config(base + ", missing: impute_median}\n"))
+    assert load_spec(write_config(base + ", missing: impute_constant}\n")).data.fill_value == 5.0
+
+
+def test_keys_at_their_defaults_or_read_by_the_choice_pass(write_config):
+    # a resolved config.yaml lists every key at its value: the defaults of unread keys must pass
+    spec = load_spec(write_config(
+        "data: {name: blobs, n_classes: 4, n_features: 3, noise: 0.2}\n"
+        "optimizer: {name: adam, momentum: 0.0, betas: [0.8, 0.99], eps: 1.0e-7}\n"
+        "scheduler: {name: cosine, t_max: 5, min_lr: 0.001, gamma: 0.1}\n"
+        "model: {activation: {name: leaky_relu, slope: 0.2}, init: {name: normal, std: 0.1, bias: 0.1}}\n"
+        "loss: {name: huber, delta: 2}\n"
+    ))
+    assert spec.optimizer.betas == (0.8, 0.99) and spec.loss.delta == 2.0
+    assert load_spec(write_config("data: {name: moons}\noptimizer: {name: rmsprop, momentum: 0.9, alpha: 0.9, eps: 1.0e-6}\n"))
+
+
+def test_set_switching_the_choice_is_checked_too(write_config):
+    path = write_config("data: {name: moons}\noptimizer: {name: adam, betas: [0.8, 0.99]}\n")
+    with pytest.raises(ConfigError, match=r"optimizer.betas = \(0.8, 0.99\) changes nothing with optimizer.name 'sgd'"):
+        load_spec(path, ["optimizer.name=sgd"])

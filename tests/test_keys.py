@@ -541,7 +541,7 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     # loss ---------------------------------------------------------------------------------------
     "loss.name": C(None, "hinge", L, ("name", "value")),
     "loss.label_smoothing": [C(0.0, 0.3, L, "value", label=n, data__name="spirals", loss__name=n)
-                             for n in ("cross_entropy", "kl_div")],
+                             for n in ("cross_entropy", "kl_div")] + [C(0.0, 0.3, L, "value", label="bce", loss__name="bce")],
     "loss.delta": [C(1.0, 0.3, L, "value", label=n, data__name="sine", loss__name=n) for n in ("huber", "smooth_l1")],
     "loss.margin": [C(1.0, 2.0, L, "value", label="binary", loss__name="hinge"),
                     C(1.0, 2.0, L, "value", label="multiclass", data__name="spirals", loss__name="hinge")],

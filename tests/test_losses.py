@@ -41,9 +41,10 @@ def _ce_manual(z, y, eps=0.0):
     return -(q * _log_softmax(z)).sum(-1).mean()
 
 
-def _bce_manual(z, y):
+def _bce_manual(z, y, eps=0.0):
     s = 1 / (1 + torch.exp(-z))
-    return -(y * torch.log(s) + (1 - y) * torch.log(1 - s)).mean()
+    t = torch.where(y > 0.5, torch.tensor(1 - eps / 2, dtype=z.dtype), torch.tensor(eps / 2, dtype=z.dtype))  # ε/2 inward
+    return -(t * torch.log(s) + (1 - t) * torch.log(1 - s)).mean()
 
 
 def _huber_manual(z, y, delta):
@@ -84,6 +85,8 @@ CASES = [
     ("kl_div", {"label_smoothing": 0.1}, "multiclass", lambda z, y: _kl_manual(z, y, 0.1)),
     ("bce", {}, "binary", _bce_manual),
     ("bce", {}, "multilabel", _bce_manual),
+    ("bce", {"label_smoothing": 0.2}, "binary", lambda z, y: _bce_manual(z, y, 0.2)),
+    ("bce", {"label_smoothing": 0.1}, "multilabel", lambda z, y: _bce_manual(z, y, 0.1)),
     ("hinge", {}, "binary", lambda z, y: _hinge_manual(z, y, 1.0)),
     ("hinge", {"margin": 2.5}, "binary", lambda z, y: _hinge_manual(z, y, 2.5)),
     ("hinge", {}, "multiclass", lambda z, y: _hinge_manual(z, y, 1.0)),
@@ -225,3 +228,24 @@ def test_output_units():
     for task in ("binary", "multilabel"):
         torch.testing.assert_close(output_unit(task, z), 1 / (1 + torch.exp(-z)))
     assert torch.equal(output_unit("regression", z), z)
+
+
+def test_smoothed_bce_with_class_weights_weighs_rows_by_their_unsmoothed_class():
+    z, y = _data("binary", seed=5)
+    _, fn = build_loss(LossSpec(name="bce", label_smoothing=0.2, class_weight={"1": 3.0}), "binary", ["0", "1"], [10, 10])
+    w = torch.where(y > 0.5, 3.0, 1.0).to(z.dtype)
+    s = torch.sigmoid(z)
+    t = torch.where(y > 0.5, torch.tensor(0.9, dtype=z.dtype), torch.tensor(0.1, dtype=z.dtype))
+    per_row = -(t * torch.log(s) + (1 - t) * torch.log(1 - s))
+    torch.testing.assert_close(fn(z, y), (per_row * w).sum() / w.sum())
+
+
+@pytest.mark.parametrize("kw, task, key", [
+    ({"delta": 2.0}, "multiclass", "loss.delta = 2.0 changes nothing with loss.name 'cross_entropy'"),
+    ({"margin": 2.0}, "regression", "loss.margin = 2.0 changes nothing with loss.name 'mse'"),
+    ({"label_smoothing": 0.1}, "regression", "loss.label_smoothing = 0.1 changes nothing with loss.name 'mse'"),
+])
+def test_a_key_the_tasks_default_loss_does_not_read_is_refused(kw, task, key):
+    with pytest.raises(ConfigError, match=f"^{key} \\(only "):
+        build_loss(LossSpec(**kw), task)
+    build_loss(LossSpec(label_smoothing=0.1), "binary")  # bce reads it
