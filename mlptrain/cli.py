@@ -250,11 +250,13 @@ def eval_(
         raise typer.BadParameter(f"'{split}' is not one of train, val, test", param_hint="--split")
     from mlptrain import pipeline
 
+    if output is not None:
+        new_file(output, "--output")
     result = pipeline.evaluate_checkpoint(checkpoint, split, data, device)
     if output is not None:
-        from mlptrain.runs import atomic_write_text
+        from mlptrain.runs import write_output
 
-        atomic_write_text(output, json.dumps(result, indent=2) + "\n")
+        write_output(output, (json.dumps(result, indent=2) + "\n").encode("utf-8"))
     if as_json:
         out.print_json(json.dumps(result))
         return
@@ -272,18 +274,30 @@ def eval_(
         out.print(table)
 
 
+def new_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output path that exists (nothing is overwritten), whose folder is
+    missing, or (``suffixes``) whose extension names a format this command does not write."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a directory; give a file path inside it, e.g. {path / ('out' + (suffixes or ('',))[0])}")
+    if path.exists():
+        raise ConfigError(f"{option} {path}: file exists; choose a new name (mlptrain never overwrites a file)")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {path}: folder {path.parent} does not exist; create it or choose another path")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path}: cannot write '{path.suffix}' files; end the name with {', '.join(suffixes)}")
+
+
 @app.command(epilog="Example: mlptrain predict runs/csv_example/<time>/checkpoints/best.pt configs/data/flowers.csv -o preds.csv")
 def predict(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .pt file from a run's checkpoints/ folder."),
     input: Path = typer.Argument(..., metavar="INPUT", help="CSV (same feature columns) or NPZ/NPY (array x) to predict."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv or .npz)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv, .parquet or .npz)."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
     """Write predictions: the class and per-class probabilities, or regression values."""
     from mlptrain import pipeline
 
-    if output.exists():
-        raise ConfigError(f"--output {output}: file exists; choose a new name (predictions never overwrite a file)")
+    new_file(output, "--output", (".csv", ".parquet", ".npz"))
     rows = pipeline.predict_file(checkpoint, input, output, device)
     out.print(f"wrote {rows} predictions to {output}")
 
@@ -333,11 +347,10 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help
     """Write a commented starter config that runs as is."""
     from mlptrain.starter import STARTER
 
-    if path.exists():
-        raise ConfigError(f"{path}: file exists; choose another path (init never overwrites)")
-    from mlptrain.runs import atomic_write_text
+    new_file(path, "init")
+    from mlptrain.runs import write_output
 
-    atomic_write_text(path, STARTER)
+    write_output(path, STARTER.encode("utf-8"))
     out.print(f"wrote {path}; train it with: mlptrain fit {path}")
 
 
@@ -369,13 +382,15 @@ def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="W
     """Print the JSON Schema of the spec, for editor validation and completion."""
     from mlptrain.config import json_schema
 
+    if output is not None:
+        new_file(output, "--output")
     text = json.dumps(json_schema(), indent=2)
     if output is None:
         sys.stdout.write(text + "\n")
     else:
-        from mlptrain.runs import atomic_write_text
+        from mlptrain.runs import write_output
 
-        atomic_write_text(output, text + "\n")
+        write_output(output, (text + "\n").encode("utf-8"))
 
 
 @contextlib.contextmanager
@@ -416,6 +431,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         err.print(f"error: {exc}", markup=False)
         return exc.exit_code
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # click turns a Ctrl-C outside the training loop into Exit(130)
+            err.print("interrupted")
         return exc.exit_code
     except ClickException as exc:
         if debug:

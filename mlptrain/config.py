@@ -176,6 +176,12 @@ class DataSpec(Section):
                 if given:
                     raise ValueError(f"data.{given[0]} applies to csv/parquet files only, not to '{self.name}' arrays")
             targets = [self.target] if isinstance(self.target, str) else list(self.target or [])
+            both = [t for t in targets if t in (self.features or [])]
+            if both:
+                raise ValueError(
+                    f"data.target '{both[0]}' is also in data.features: the model would be given its answer; "
+                    "remove it from data.features"
+                )
             if self.id is not None and (self.id in targets or self.id in (self.features or [])):
                 where = "data.target" if self.id in targets else "data.features"
                 raise ValueError(f"data.id '{self.id}' is also in {where}; an id column is neither a feature nor a target")

@@ -541,26 +541,37 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
 
 
 def write_table(path: Path, columns: dict[str, Any]) -> None:
-    """Predictions as CSV (default, floats to 6 significant digits) or NPZ (by extension), written atomically."""
+    """Predictions as CSV (default), Parquet or NPZ (by extension), written atomically. Numbers keep
+    their full precision: the shortest text that reads back as the same float32 or float64."""
     import csv
     import io
 
-    from mlptrain.runs import atomic_write
+    from mlptrain.runs import write_output
 
     if path.suffix.lower() == ".npz":
         buf = io.BytesIO()
         np.savez(buf, **{k: np.asarray(v, dtype=str if np.asarray(v).dtype == object else None) for k, v in columns.items()})
-        atomic_write(path, buf.getvalue())
+        write_output(path, buf.getvalue())
+        return
+    if path.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.table({k: pa.array(list(v) if np.asarray(v).dtype == object else np.asarray(v)) for k, v in columns.items()}), buf)
+        write_output(path, buf.getvalue())
         return
 
     def cell(v: Any) -> str:
-        v = v.item() if isinstance(v, np.generic) else v
-        if isinstance(v, float):
-            return "" if v != v else f"{v:.6g}"
-        return "" if v is None else str(v)
+        if v is None or (isinstance(v, (float, np.floating)) and v != v):
+            return ""
+        if isinstance(v, (float, np.floating)):  # the shortest digits that read back as the same float32/64
+            positional = v == 0 or 1e-4 <= abs(v) < 1e16
+            return (np.format_float_positional if positional else np.format_float_scientific)(v, unique=True, trim="-")
+        return str(v)
 
     text = io.StringIO()
     out = csv.writer(text, lineterminator="\n")
     out.writerow(list(columns))
     out.writerows([cell(v) for v in row] for row in zip(*columns.values()))
-    atomic_write(path, text.getvalue().encode("utf-8"))
+    write_output(path, text.getvalue().encode("utf-8"))

@@ -60,6 +60,15 @@ def write_error(path: Path, exc: OSError, hint: str = "") -> RunDirError:
     return RunDirError(f"{path}: cannot be written ({exc.strerror or exc}); free disk space or fix permissions{hint}")
 
 
+def write_output(path: Path, data: Union[bytes, Callable[[BinaryIO], Any]]) -> None:
+    """A file the user named (``-o``, ``init``): atomically, and a failed write (a folder that is
+    not writable, a full disk) as one line that names the path, not the temporary file."""
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise write_error(Path(path), exc) from None
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, text.encode("utf-8"))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,6 +109,39 @@ logging: {{tensorboard: false, progress: none}}
     assert [r["id"] for r in rows] == list(new["id"])
     assert {r["prediction"] for r in rows} <= {"buy", "skip"}
     assert warning_lines(capsys.readouterr().err) == []  # impute_median fills quietly; nothing unseen
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_predict_copies_ids_exactly_and_keeps_full_precision(kind, tmp_path, write_config):
+    """Ids as the file has them (zero padding, integers beside an empty cell), every float digit kept,
+    and -o .parquet writes Parquet."""
+    n = 60
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=n)
+    ids = np.array([12345678 + i for i in range(n)], dtype=object)
+    ids[4] = None
+    frame = pd.DataFrame({"id": ids, "x": x, "price": 1e6 + 3e5 * x})
+    write(frame, tmp_path / f"train.{kind}")
+    cfg = write_config(f"data: {{name: {kind}, path: train.{kind}, target: price, id: id}}\nmodel: {{hidden: [4]}}\n"
+                       "train: {epochs: 2, device: cpu}\nlogging: {tensorboard: false, progress: none}\n")
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    best = str(tmp_path / "run" / "checkpoints" / "best.pt")
+    new = tmp_path / "new.csv"
+    new.write_text("id,x\n00007,0.5\n12345679,1.5\n,2.0\n")
+    assert main(["predict", best, str(new), "-o", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [r["id"] for r in rows] == ["00007", "12345679", ""]
+    values = [r["pred_price"] for r in rows]
+    assert all("e" not in v for v in values) and all(abs(float(v)) > 1e4 for v in values)  # 1081328.4, not 1.08133e+06
+    assert main(["predict", best, str(new), "-o", str(tmp_path / "p.parquet")]) == 0
+    back = pq.read_table(tmp_path / "p.parquet")
+    assert back.column("id").to_pylist() == ["00007", "12345679", None]
+    assert back.column("pred_price").to_pylist() == [float(np.float32(v)) for v in values]  # the CSV's digits read back exactly
+    if kind == "parquet":  # a typed integer id column in Parquet comes out as its integers, not floats
+        write(frame.drop(columns="price"), tmp_path / "new.parquet")
+        assert main(["predict", best, str(tmp_path / "new.parquet"), "-o", str(tmp_path / "q.csv")]) == 0
+        got = [r["id"] for r in csv.DictReader((tmp_path / "q.csv").open())]
+        assert got[:5] == ["12345678", "12345679", "12345680", "12345681", ""]
 
 
 def test_validate_shows_dtypes_kinds_and_missing_counts(tmp_path, write_config, capsys):

@@ -153,8 +153,11 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-def read_frame(path: Path, kind: str) -> Frame:
-    """The whole file as a Frame; one-line DataErrors for a missing, empty or unreadable file."""
+def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
+    """The whole file as a Frame; one-line DataErrors for a missing, empty or unreadable file.
+
+    Columns named in ``text`` (an id) are read as the file writes them: 00042 stays 00042, and an
+    integer id beside an empty cell does not turn into a float."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found; check data.path in the config")
@@ -171,13 +174,16 @@ def read_frame(path: Path, kind: str) -> Frame:
         index = [c for c in (meta.get("index_columns") or []) if isinstance(c, str)]
         table = table.drop_columns([c for c in index if c in table.column_names])  # a saved pandas index is no feature
     else:
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
         try:
             table = pacsv.read_csv(
                 path,
                 parse_options=pacsv.ParseOptions(newlines_in_values=True),  # a quoted cell may span lines
-                convert_options=pacsv.ConvertOptions(null_values=NA_STRINGS, strings_can_be_null=True),
+                convert_options=pacsv.ConvertOptions(
+                    null_values=NA_STRINGS, strings_can_be_null=True, column_types={c: pa.string() for c in text}
+                ),
             )
         except Exception as exc:  # ArrowInvalid: no bytes, ragged rows, bad UTF-8, ...
             if "Empty CSV" in str(exc):
@@ -190,5 +196,9 @@ def read_frame(path: Path, kind: str) -> Frame:
     names = _unique_names([str(c) for c in table.column_names])
     data, dtypes, kinds = {}, {}, {}
     for name, array in zip(names, table.columns):
+        if name in text and kind == "parquet":
+            import pyarrow as pa
+
+            array = array.cast(pa.string())  # a typed id column: its values as text (ints stay ints)
         data[name], dtypes[name], kinds[name] = _column(array)
     return Frame(data, dtypes, kinds, np.arange(table.num_rows))

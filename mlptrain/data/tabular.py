@@ -203,7 +203,7 @@ def read_table(
     ``need_id=False`` (predict, ``eval --data``) reads a file for a trained model, whose columns are fixed.
     ``extra["columns"]`` describes every column used (role, dtype, kind, empty cells) for `validate`.
     """
-    frame = read_frame(path, kind)
+    frame = read_frame(path, kind, [id_column] if id_column else [])
     columns = list(frame.columns)
     targets = [target] if isinstance(target, str) else list(target or [])
     for t in targets:
