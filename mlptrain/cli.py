@@ -357,7 +357,7 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help
 @app.command(epilog="Example: mlptrain tensorboard runs --port 6007")
 def tensorboard(
     runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR", help="Directory holding run directories."),
-    port: int = typer.Option(6006, "--port", help="Port to serve on."),
+    port: int = typer.Option(6006, "--port", min=1, max=65535, help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 to share on the network)."),
 ) -> None:
     """Start TensorBoard on the runs directory and print its URL."""

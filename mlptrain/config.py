@@ -48,6 +48,14 @@ IMAGE_NAMES: tuple[str, ...] = get_args(ImageName)
 EmnistSubset = Literal["balanced", "byclass", "bymerge", "digits", "letters", "mnist"]
 TABLE_NAMES: tuple[str, ...] = ("csv", "parquet")  # files with named columns of any dtype (mlptrain.data.tabular)
 MissingPolicy = Literal["error", "drop", "impute_mean", "impute_median", "impute_constant"]
+SEED_MAX = 2**32 - 1  # numpy's generators take seeds in [0, 2**32)
+
+
+def check_device(value: str) -> str:
+    """auto, cpu, cuda or cuda:N (train.device, and --device of every command)."""
+    if not (value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {_shown(value)}")
+    return value
 
 
 class Section(BaseModel):
@@ -82,7 +90,7 @@ class SplitSpec(Section):
         0.15, ge=0.0, lt=1.0,
         description="Fraction of rows held out for the test split (ignored for image sets: their official test set is the test split).",
     )
-    seed: int = Field(0, description="Seed of the shuffle before splitting (independent of train.seed).")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the shuffle before splitting (independent of train.seed).")
     stratify: bool = Field(True, description="Keep class proportions equal across splits (classification).")
 
     @model_validator(mode="after")
@@ -131,11 +139,11 @@ class DataSpec(Section):
     fill_value: float = Field(
         0.0, description="missing `impute_constant`: the value of empty numeric and bool cells."
     )
-    n_samples: int = Field(1000, ge=4, description="Synthetic sets: number of rows generated.")
+    n_samples: int = Field(1000, ge=4, le=10_000_000, description="Synthetic sets: number of rows generated.")
     noise: float = Field(0.1, ge=0.0, description="Synthetic sets: standard deviation of the Gaussian noise.")
     n_classes: int = Field(3, ge=2, description="blobs and spirals: number of classes.")
     n_features: int = Field(2, ge=1, description="blobs: number of input features.")
-    seed: int = Field(0, description="Synthetic sets: seed of the generator.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Synthetic sets: seed of the generator.")
     root: Optional[str] = Field(
         None,
         description="Image sets: directory holding the set's files (relative to the config file), looked in before "
@@ -472,7 +480,7 @@ class TrainSpec(Section):
     eval_batch_size: int = Field(4096, ge=1, description="Rows per forward pass when evaluating.")
     shuffle: bool = Field(True, description="Draw a new permutation of the training rows every epoch.")
     drop_last: bool = Field(False, description="Skip the last, smaller batch of an epoch.")
-    seed: int = Field(0, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N; `--device` overrides.")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
     precision: Literal["32", "bf16-mixed", "16-mixed", "auto"] = Field(
@@ -525,10 +533,7 @@ class TrainSpec(Section):
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
-        ok = value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
-        if not ok:
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got '{value}'")
-        return value
+        return check_device(value)
 
 
 class LoggingSpec(Section):

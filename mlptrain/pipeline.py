@@ -41,11 +41,18 @@ from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.runs import (
     Run, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
 )
+from mlptrain.summary import check_size
 from mlptrain.tasks import monitors
 
 
 def resolve_device(name: str) -> torch.device:
     """auto -> cuda when available; an unavailable cuda is an error, not a silent fallback."""
+    from mlptrain.config import check_device
+
+    try:
+        check_device(name)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
@@ -98,6 +105,7 @@ def build(spec: Spec, state: Optional[dict[str, Any]] = None) -> Built:
     st = prepared.state
     spec.augment.check_data(st.get("image_shape"), spec.data.name)
     loss_name, loss_fn = build_loss(spec.loss, task, st.get("class_names"), st.get("class_counts"))
+    check_size(spec.model, prepared.in_features, prepared.out_features)
     seed_everything(spec.train.seed)
     model = build_model(spec.model, prepared.in_features, prepared.out_features)
     n_classes = len(st["class_names"]) if task in ("binary", "multiclass") else prepared.out_features

@@ -9,11 +9,13 @@ through the same checks (``mlptrain.tasks``).
 
 from __future__ import annotations
 
+import os
 from math import prod
 from typing import Any
 
 from mlptrain import tasks
 from mlptrain.config import ActivationSpec, ModelSpec, Spec
+from mlptrain.errors import ConfigError
 
 # What ``model.ACTIVATIONS`` builds, as ``model.describe_layer`` prints it.
 _ACTIVATION_TEXT = {
@@ -75,6 +77,18 @@ def count(rows: list[dict[str, object]]) -> int:
     return sum(int(r["params"]) for r in rows)  # type: ignore[call-overload]
 
 
+def check_size(spec: ModelSpec, in_features: int, out_features: int) -> None:
+    """Refuse a network whose weights, gradients and two optimizer moments (16 bytes a parameter)
+    exceed this machine's memory: one line, instead of an allocator's traceback mid-build."""
+    params = count(layer_table(spec, in_features, out_features))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if params * 16 > memory:
+        raise ConfigError(
+            f"model.hidden {spec.hidden}: {params:,} parameters need {params * 16 / 2**30:,.0f} GiB for weights, gradients "
+            f"and the optimizer's state; this machine has {memory / 2**30:,.0f} GiB: make the layers narrower"
+        )
+
+
 def describe(spec: Spec) -> dict[str, Any]:
     """The task, loss, split sizes, columns, layer table and monitored metric of a spec; errors as fit would raise them."""
     from mlptrain import data
@@ -88,6 +102,7 @@ def describe(spec: Spec) -> dict[str, Any]:
     has_val = p.val is not None
     monitor = tasks.monitors(spec, p.task, has_val)[0]
     in_features = prod(st["image_shape"]) if "image_shape" in st else p.in_features  # images: read without pixels
+    check_size(spec.model, in_features, p.out_features)
     layers = layer_table(spec.model, in_features, p.out_features)
     return {
         "task": p.task,
