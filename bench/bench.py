@@ -226,7 +226,35 @@ def worker_sklearn(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-WORKERS = {"a": worker_torch, "c": worker_sklearn, "d": worker_floor}
+def worker_info(args: argparse.Namespace) -> dict[str, Any]:
+    """The facts the parent prints and records, probed here so that the parent never imports torch or
+    scikit-learn (see run_child): versions, the machine, which devices multiply bfloat16 natively, the
+    GPU's name and, with --data, the shape of the training split."""
+    import sklearn
+    import torch
+
+    from mlptrain.engine import native_bf16
+
+    cuda = torch.cuda.is_available()
+    info: dict[str, Any] = {
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "sklearn": sklearn.__version__},
+        "machine": {
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": cuda,
+        },
+        "bf16": {"cpu": native_bf16(torch.device("cpu")), **({"cuda": native_bf16(torch.device("cuda"))} if cuda else {})},
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["machine"]["cpus_usable"] = len(os.sched_getaffinity(0))
+    if cuda:
+        info["machine"]["gpu"] = torch.cuda.get_device_name(0)
+    if args.data:
+        xtr, _, _, _, k = load_arrays(args.data)
+        info["shape"] = [len(xtr), int(xtr.shape[1]), k]
+    return info
+
+
+WORKERS = {"a": worker_torch, "c": worker_sklearn, "d": worker_floor, "info": worker_info}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,7 +262,12 @@ WORKERS = {"a": worker_torch, "c": worker_sklearn, "d": worker_floor}
 
 
 def run_child(cmd: list[str], timeout: float) -> dict[str, Any]:
-    """Run one child to completion; its own peak RSS comes from wait4 (Linux: KiB)."""
+    """Run one child to completion; its own peak RSS comes from wait4 (Linux: KiB).
+
+    Linux carries the parent's resident size at fork into the child's ru_maxrss (exec keeps the
+    high-water mark of the forked copy), so a child's peak reads as at least the parent's: a parent
+    that had imported torch and scikit-learn (~900 MB here) made a 540 MB child read 914 MB. The
+    parent therefore never imports them (worker_info probes what it needs in a child)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -338,12 +371,16 @@ def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeo
 
 
 def run_worker(variant: str, workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeout: float) -> dict[str, Any]:
-    out = tmp / f"{variant}_{time.monotonic_ns()}.json"
-    cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--data", workload["data"],
-        "--hidden", ",".join(map(str, workload["hidden"])), "--epochs", str(epochs), "--device", device,
-        "--result", str(out),
-    ]
+    return run_worker_args(variant, [
+        "--data", workload["data"], "--hidden", ",".join(map(str, workload["hidden"])), "--epochs", str(epochs),
+        "--device", device,
+    ], tmp, timeout)
+
+
+def run_worker_args(worker: str, argv: list[str], tmp: Path, timeout: float) -> dict[str, Any]:
+    """``bench.py --worker WORKER ARGV`` in a fresh process; its JSON result, or an ``error``."""
+    out = tmp / f"{worker}_{time.monotonic_ns()}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, *argv, "--result", str(out)]
     child = run_child(cmd, timeout)
     result: dict[str, Any] = {"rc": child["rc"], "wall_seconds": child["wall_seconds"], "peak_rss_mb": child["peak_rss_mb"]}
     if child["rc"] != 0 or not out.is_file():
@@ -400,7 +437,7 @@ def fmt_ms(seconds: Optional[float]) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.1f}"
 
 
-def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]], weights: int) -> None:
+def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]], weights: int, gpu_name: str = "") -> None:
     cuda = device.startswith("cuda")
     head = f"{'variant':<20} {'ms/epoch':>9} {'samples/s':>11} {'peak RSS MB':>12} {'test acc':>9}"
     head += f" {'TFLOP/s':>8}" if cuda else ""
@@ -422,7 +459,7 @@ def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]],
         if len(r.get("repeats_train_seconds", [])) > 1:
             line += f"  [best of {len(r['repeats_train_seconds'])} runs: {r['repeats_train_seconds']} s]"
         print(line)
-    peak = gpu_peak(torch_gpu_name()) if cuda else None
+    peak = gpu_peak(gpu_name) if cuda else None
     if peak:
         print(f"TFLOP/s = 6 x weights x samples/s; the GPU's dense bf16 peak is {peak:.0f} TFLOP/s (spec sheet)")
     ref = REFERENCE_MS.get(workload_name)
@@ -576,40 +613,12 @@ def startup_targets(seconds: dict[str, Optional[float]]) -> list[dict[str, Any]]
     return targets
 
 
-def versions() -> dict[str, str]:
-    import sklearn
-    import torch
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "sklearn": sklearn.__version__}
-
-
-def machine() -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-    }
-    if hasattr(os, "sched_getaffinity"):
-        info["cpus_usable"] = len(os.sched_getaffinity(0))
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+def probe(tmp: Path, data: Optional[str] = None) -> dict[str, Any]:
+    """worker_info's facts (with the shape of ``data``'s training split), from a child process."""
+    info = run_worker_args("info", ["--data", data] if data else [], tmp, 600)
+    if "error" in info:
+        raise SystemExit(f"bench: probing torch failed: {info['error']}\n{info.get('stderr_tail', '')}")
     return info
-
-
-def torch_gpu_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-
-
-def native_bf16(device: str) -> bool:
-    import torch
-
-    from mlptrain.engine import native_bf16 as probe
-
-    return probe(torch.device(device))
 
 
 def fashion_available() -> tuple[bool, str]:
@@ -658,7 +667,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(args.threads)  # children inherit os.environ
     if args.worker:
-        args.hidden = [int(h) for h in args.hidden.split(",") if h]
+        args.hidden = [int(h) for h in (args.hidden or "").split(",") if h]
         result = WORKERS[args.worker](args)
         Path(args.result).write_text(json.dumps(result))
         return 0
@@ -667,20 +676,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = [n for n in names if n not in WORKLOADS and n != "startup"]
     if unknown:
         ap.error(f"unknown workload(s) {unknown}; choose from startup, {', '.join(WORKLOADS)}")
-    import torch
-
+    tmp = Path(tempfile.mkdtemp(prefix="mlptrain-bench-"))
+    info = probe(tmp)
+    vers, mach = info["versions"], info["machine"]
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",")]
     else:
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    vers, mach = versions(), machine()
+        devices = ["cpu"] + (["cuda"] if mach["cuda"] else [])
     print(f"mlptrain bench: python {vers['python']}, torch {vers['torch']}, sklearn {vers['sklearn']}; "
           f"{mach['cpu_count']} CPUs, torch threads {mach['torch_threads']}; {mach['platform']}"
           + (f"; GPU {mach['gpu']}" if mach.get("gpu") else "; no CUDA"))
     print("each variant runs in its own fresh process, one after the other; times are the training loop only")
     load_before = warn_load()
 
-    tmp = Path(tempfile.mkdtemp(prefix="mlptrain-bench-"))
     try:
         for name in names:
             if name == "startup":
@@ -702,21 +710,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             repeat = args.repeat or (1 if args.quick else wl["repeat"])
             for device in devices:
                 variants = [v for v in "abcde" if v in args.variants and (device == "cpu" or v != "c")
-                            and (v != "e" or native_bf16(device))]
+                            and (v != "e" or info["bf16"].get(device.split(":")[0], False))]
                 print(f"\n== {name}: hidden {wl['hidden']}, {epochs} epochs, batch {BATCH}, Adam lr {LR:g}, device {device}, "
                       f"{repeat} round(s) of every variant")
                 res = run_variants(variants, wl, epochs, device, repeat, tmp, args.timeout)
                 shape = next(((r["n_train"], r["in_features"], r["classes"]) for r in res.values() if "n_train" in r), None)
                 if shape is None:  # only b ran (or every worker failed): read the shapes as the workers do
-                    xtr, _, _, _, k = load_arrays(wl["data"])
-                    shape = (len(xtr), int(xtr.shape[1]), k)
+                    shape = tuple(probe(tmp, wl["data"])["shape"])
                 n_train, in_features, classes = shape
                 for fit in (v for v in FITS if v in res and "error" not in res[v]):
                     res[fit]["n_train"] = n_train
                     res[fit]["samples_per_s"] = n_train * res[fit]["epochs"] / res[fit]["train_seconds"]
                 weights = weight_count(in_features, wl["hidden"], classes)
                 print(f"train rows {n_train}, {weights:,} weights")
-                print_table(name, device, res, weights)
+                print_table(name, device, res, weights, mach.get("gpu", ""))
                 ratios, targets = ratios_and_targets(name, device, res)
                 record = {
                     "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

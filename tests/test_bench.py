@@ -86,3 +86,24 @@ def test_repeats_run_in_rounds_and_keep_each_variants_fastest(monkeypatch, tmp_p
     assert res["b"]["train_seconds"] == 1.0 and res["a"]["samples_per_s"] == 10 * 2 / 2.0
     assert res["a"]["peak_rss_mb"] == 107.0  # the highest of its runs (calls 1, 4 and 7), not the fastest one's
     assert res["d"] == {"error": "boom"}
+
+
+def test_the_parent_never_imports_torch_so_child_peaks_are_their_own(tmp_path):
+    """Linux carries the parent's resident size into a fork+exec'd child's ru_maxrss: a parent holding
+    torch and scikit-learn made every child's peak RSS read ~900 MB. main() probes them in a child."""
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("bench", {str(Path(bench.__file__))!r})
+bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench)
+bench.run_startup = lambda tmp, repeat: {{"seconds": {{}}, "targets": []}}
+bench.main(["--only", "startup", "--no-save"])
+print(json.dumps(sorted(m for m in ("torch", "sklearn") if m in sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0].startswith("mlptrain bench: python ") and " torch " in lines[0]  # the child's probe reached the header
+    assert lines[-1] == "[]"
