@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.config import RESUMABLE
 from mlptrain.errors import ConfigError, Interrupted, MlptrainError
+from mlptrain.runs import RESUMABLE
 
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]

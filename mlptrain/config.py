@@ -579,10 +579,6 @@ class Spec(Section):
         return value
 
 
-# Keys a resumed run may change (`mlptrain resume --set`): how long to go on and where, not what is trained.
-RESUMABLE = ("train.epochs", "train.early_stopping.patience", "train.device", "train.threads", "logging.progress")
-
-
 # ----------------------------------------------------------------------------------------------
 # Loading: YAML -> dict -> overrides -> Spec, every failure a one-line ConfigError.
 

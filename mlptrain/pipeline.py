@@ -26,7 +26,7 @@ import torch
 
 from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.backprop import Backprop, unsupported as backprop_unsupported
-from mlptrain.config import RESUMABLE, Spec, dump_yaml, spec_to_dict, validate_dict
+from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
     FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, resolve_precision,
     run_over, score, unpack_history, unscale,
@@ -39,7 +39,7 @@ from mlptrain.metrics import confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.runs import (
-    Run, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
+    RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
 )
 from mlptrain.summary import check_size
 from mlptrain.tasks import monitors

@@ -20,6 +20,10 @@ from typing import Any, BinaryIO, Callable, Iterable, Optional, Union
 from mlptrain.errors import RunDirError
 
 
+# Keys a resumed run may change (`mlptrain resume --set`): how long to go on and where, not what is
+# trained. Here, not in config: `mlptrain --help` shows them without importing pydantic and the spec.
+RESUMABLE = ("train.epochs", "train.early_stopping.patience", "train.device", "train.threads", "logging.progress")
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

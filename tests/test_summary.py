@@ -150,3 +150,17 @@ def test_validate_reads_image_headers_and_still_refuses_a_file_of_another_kind(t
     spec = _spec({"name": "mnist", "root": str(tmp_path)})
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: not an IDX images file"):
         describe(spec)
+
+
+def test_help_imports_neither_torch_nor_the_spec():
+    """`mlptrain --help` lists commands: building the pydantic spec (0.1 s) is for the commands that read a config."""
+    code = (
+        "import sys\n"
+        "from mlptrain.cli import main\n"
+        "code = main(['--help'])\n"
+        "print('HEAVY:', ','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'mlptrain') + "
+        f"{HEAVY!r} and m not in ('mlptrain', 'mlptrain.cli', 'mlptrain.errors', 'mlptrain.runs'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Usage" in done.stdout and "fit" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.rsplit("HEAVY:", 1)[1].strip() == ""
