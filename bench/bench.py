@@ -677,7 +677,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if unknown:
         ap.error(f"unknown workload(s) {unknown}; choose from startup, {', '.join(WORKLOADS)}")
     tmp = Path(tempfile.mkdtemp(prefix="mlptrain-bench-"))
-    info = probe(tmp)
+    try:
+        info = probe(tmp)
+    except SystemExit:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     vers, mach = info["versions"], info["machine"]
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",")]
