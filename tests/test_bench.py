@@ -88,7 +88,7 @@ def test_repeats_run_in_rounds_and_keep_each_variants_fastest(monkeypatch, tmp_p
     assert res["d"] == {"error": "boom"}
 
 
-def test_the_parent_never_imports_torch_so_child_peaks_are_their_own(tmp_path):
+def test_the_parent_never_imports_torch_so_child_peaks_are_their_own():
     """Linux carries the parent's resident size into a fork+exec'd child's ru_maxrss: a parent holding
     torch and scikit-learn made every child's peak RSS read ~900 MB. main() probes them in a child."""
     import subprocess
