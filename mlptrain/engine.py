@@ -88,6 +88,8 @@ class Loop:
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None  # random changes to each training batch
     on_nan: str = "stop"  # stop | skip_batch
     checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch position included)
+    cuda_graph: bool = False  # on CUDA, replay each full batch's step as one CUDA graph where graph_blocker allows
+    compiled: bool = False  # the training forward is torch.compile'd (its own graphs; no CUDA graph here)
     interrupt: Interrupt = field(default_factory=lambda: Interrupt())
 
 
@@ -103,13 +105,19 @@ class FitResult:
     val_seconds: float = 0.0
     interrupted: Optional[int] = None  # the signal that stopped training (last.pt holds the position)
     skipped_batches: int = 0  # train.on_nan: skip_batch
+    cuda_graph: str = "off: not on CUDA"  # "on", or "off: why" (summary.json)
+    warmup_seconds: float = 0.0  # CUDA's one-time start-up costs, paid before the training clock (warm_up)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for forward + loss; ``32`` is plain float32."""
+    """Mixed precision for forward + loss; ``32`` is plain float32.
+
+    Without autocast's cache of cast weights: each weight of an MLP is cast once per forward anyway,
+    and a CUDA graph must not capture a cache that is emptied when the context exits."""
     if precision == "32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float16)
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else torch.float16
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -213,6 +221,172 @@ class HostBatches:
         if done is not None:
             done.record()
         return xb, yb
+
+
+def graph_blocker(loop: Loop, device: torch.device, optimizer: torch.optim.Optimizer) -> Optional[str]:
+    """Why the training step cannot be one CUDA graph here, or None when it can.
+
+    A graph replays device work only: whatever the step asks of the host (GradScaler's overflow
+    check, a NaN test per batch, a fresh learning rate every step, a random stream of its own) rules
+    it out. Optimizers qualify when they keep their step counters on the device (``capturable``) or
+    have none (SGD).
+    """
+    if not loop.cuda_graph:
+        return "train.cuda_graph: false"
+    if device.type != "cuda":
+        return "not on CUDA"
+    capturable = isinstance(optimizer, torch.optim.SGD) or all("capturable" in g for g in optimizer.param_groups)
+    blockers = [
+        (loop.host_batches, "the training data stays in host memory"),
+        (loop.precision == "16-mixed", "train.precision: 16-mixed"),
+        (loop.on_nan == "skip_batch", "train.on_nan: skip_batch"),
+        (loop.augment is not None, "augment"),
+        (loop.schedule_per_step, "scheduler.interval: step"),
+        (loop.compiled, "train.compile"),
+        (not capturable, f"optimizer {type(optimizer).__name__.lower()}"),
+    ]
+    return next((why for blocked, why in blockers if blocked), None)
+
+
+class GraphedStep:
+    """The training step of a full batch as one CUDA graph, replayed once per batch.
+
+    A small MLP's step is dozens of tiny kernels, and launching them from Python costs more than
+    running them (an H200 ran a [1024, 1024] step in a fraction of its launch time). Recorded once,
+    the whole step (gathering the batch, forward, loss, backward, optimizer, the epoch's sums) is one
+    launch. Everything the graph touches stays at one address: the epoch's order and the position in
+    it live in device tensors that the graph itself advances. The first ``WARMUP`` steps run
+    normally on a side stream (they create the optimizer's state; PyTorch asks for that before a
+    capture); a change of learning rate (an epoch-wise schedule) records the graph again.
+    """
+
+    WARMUP = 3
+
+    def __init__(self, learn: Callable[[torch.Tensor, torch.Tensor, int], Optional[torch.Tensor]],
+                 x: torch.Tensor, y: torch.Tensor, bs: int, optimizer: torch.optim.Optimizer, window: torch.Tensor):
+        self.learn, self.x, self.y, self.bs, self.optimizer, self.window = learn, x, y, bs, optimizer, window
+        device = x.device
+        self.order = torch.zeros(len(x), dtype=torch.long, device=device)
+        self.cursor = torch.zeros((), dtype=torch.long, device=device)  # first row of the next batch in ``order``
+        self.offsets = torch.arange(bs, device=device)
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # where the next loss goes in ``window``
+        self.replay: Optional[Callable[[], None]] = None
+        self.lrs: list[Any] = []
+        self.warm = 0
+        self.captures = 0
+        self.failed: Optional[str] = None
+
+    def start(self, order: torch.Tensor, batch: int, slot: int) -> None:
+        """An epoch's order, from its ``batch``-th batch on (a resumed run starts mid-epoch)."""
+        self.order.copy_(order)
+        self.cursor.fill_(batch * self.bs)
+        self.slot.fill_(slot)
+
+    def _body(self) -> None:
+        idx = self.order.index_select(0, self.cursor + self.offsets)
+        self.cursor.add_(self.bs)
+        loss = self.learn(self.x.index_select(0, idx), self.y.index_select(0, idx), self.bs)
+        assert loss is not None  # graph_blocker keeps skip_batch out
+        self.window.index_copy_(0, self.slot, loss.view(1).to(self.window.dtype))
+        self.slot.add_(1)
+
+    def step(self) -> bool:
+        """One full batch's step; False when the graph cannot be recorded (the caller steps eagerly)."""
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if self.replay is not None and lrs == self.lrs:
+            self.replay()
+            return True
+        if self.failed is not None:
+            return False
+        if self.warm < self.WARMUP:
+            self.warm_step(self._body)
+            self.warm += 1
+            return True
+        self.replay = None  # the old graph (and its memory) goes before the new one is recorded
+        self.optimizer.zero_grad(set_to_none=True)  # the graph's gradients live in its own memory
+        try:
+            self.replay = self.record(self._body)
+        except RuntimeError as exc:  # an op that needs the host: train on without the graph
+            self.failed = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self.lrs = lrs
+        self.captures += 1
+        self.replay()  # recording ran nothing: now the step itself
+        return True
+
+    @staticmethod
+    def warm_step(body: Callable[[], None]) -> None:
+        """A step before recording, on a side stream as PyTorch's CUDA graph notes ask."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            body()
+        torch.cuda.current_stream().wait_stream(side)
+
+    @staticmethod
+    def record(body: Callable[[], None]) -> Callable[[], None]:
+        """``body`` recorded (not run) as a CUDA graph; the function that replays it."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            body()
+        return graph.replay
+
+    def eager_step_done(self) -> None:
+        """A batch stepped outside the graph (an epoch's shorter last batch) took a window slot."""
+        self.slot.add_(1)
+
+    def window_read(self) -> None:
+        self.slot.zero_()
+
+
+def set_capturable(optimizer: torch.optim.Optimizer, on: bool, device: torch.device) -> None:
+    """Step counters on the device (``capturable``), so that a CUDA graph can advance them, or not.
+
+    Set either way: last.pt keeps the flag, and the non-fused optimizers refuse it on the CPU
+    (a run trained with graphs on a GPU and resumed on a CPU)."""
+    for group in optimizer.param_groups:
+        if "capturable" in group:
+            group["capturable"] = on
+    if on:
+        for state in optimizer.state.values():  # a resumed optimizer's counters may still be on the host
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
+def warm_up(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+            bs: int, precision: str, device: torch.device) -> float:
+    """Two throwaway steps of a copy of the model and optimizer; the seconds they took.
+
+    On CUDA the one-time costs (cuBLAS handles, each kernel loaded at its first launch) took
+    0.26-0.32 s of the first epoch on an H200, a third of it: paid here, before the training clock
+    starts, they no longer read as training time. The model, its optimizer and the random stream
+    are untouched; a warm-up that fails (it is only an optimization) costs nothing but its time.
+    """
+    t0 = time.perf_counter()
+    cuda = device.type == "cuda"
+    rng = torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state()
+    try:
+        twin = copy.deepcopy(model)
+        settings = {k: v for k, v in optimizer.param_groups[0].items() if k in optimizer.defaults}
+        twin_opt = type(optimizer)(twin.parameters(), **{**optimizer.defaults, **settings})
+        xb, yb = x[:bs].to(device), y[:bs].to(device)
+        for _ in range(2):
+            with autocast(device, precision):
+                loss = loss_fn(twin(xb).float(), yb)
+            twin_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            twin_opt.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    except Exception:  # noqa: BLE001 - training itself will meet (and report) whatever went wrong here
+        pass
+    finally:
+        if cuda:
+            torch.cuda.set_rng_state(rng, device)
+        else:
+            torch.set_rng_state(rng)
+    return time.perf_counter() - t0
 
 
 def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
@@ -422,6 +596,49 @@ def fit(
             },
         }
 
+    # The epoch's sums, on the device, allocated once: the step adds into them (a CUDA graph needs fixed addresses).
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    window_buf = torch.zeros(loop.step_every, device=device, dtype=torch.float64)  # this window's step losses
+
+    def learn(xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
+        """One step on a batch of ``rows`` rows: forward, loss, gradients, update, and the epoch's sums.
+        The loss, detached; None when train.on_nan: skip_batch drops the batch."""
+        if manual is not None:  # float32, no autograd graph: forward, loss and δ at the logits by hand
+            logits = manual.forward(xb)
+            loss = manual.loss(logits, yb)
+        else:
+            with autocast(device, loop.precision):
+                logits = forward(xb)
+                loss = loss_fn(logits.float(), yb)
+        if skip_nan and not bool(torch.isfinite(loss)):  # train.on_nan: skip_batch (one sync per step)
+            return None
+        if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
+            manual.backward()
+        else:  # autograd; under float16 the scaler scales the loss so small gradients survive
+            optimizer.zero_grad(set_to_none=True)
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is None:
+            if loop.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+            optimizer.step()
+        else:  # unscale before clipping; the scaler skips a step whose gradients overflowed
+            if loop.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        detached = loss.detach()
+        loss_sum.add_(detached, alpha=rows)  # in place: no new tensors per step
+        if classify:
+            correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
+        return detached
+
+    blocker = graph_blocker(loop, device, optimizer)
+    graphed = GraphedStep(learn, x, y, bs, optimizer, window_buf) if blocker is None else None
+    set_capturable(optimizer, graphed is not None, device)
+    warmup_seconds = warm_up(model, loss_fn, optimizer, x, y, bs, loop.precision, device) if device.type == "cuda" else 0.0
+
     stopped = halted = False
     start = time.perf_counter() - seconds_before
     model.train()
@@ -432,11 +649,11 @@ def fit(
     for epoch in range(done_epochs + 1, loop.epochs + 1 if not ended else 0):
         progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
         epoch_start = time.perf_counter()
-        window_buf = torch.zeros(loop.step_every, device=device, dtype=torch.float64)  # this window's step losses
         if position is not None:  # resuming in the middle of this epoch
             order, first = position["order"], position["batch"]
             sums = position["sums"]
-            loss_sum, correct = sums["loss"].to(device), sums["correct"].to(device)
+            loss_sum.copy_(sums["loss"])
+            correct.copy_(sums["correct"])
             window_buf.copy_(sums["window"])
             seen, window_steps, epoch_skipped = sums["seen"], sums["window_steps"], sums["skipped"]
             epoch_start -= sums["seconds"]
@@ -444,52 +661,37 @@ def fit(
         else:
             order = torch.randperm(n, generator=generators["shuffle"]) if loop.shuffle else torch.arange(n)
             order, first = order if stream else order.to(device), 0
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            correct = torch.zeros((), device=device, dtype=torch.float64)
+            loss_sum.zero_()  # in place, every epoch: a CUDA graph adds into these very tensors
+            correct.zero_()
             seen, window_steps, epoch_skipped = 0, 0, 0
+        if graphed is not None:
+            graphed.start(order, first, window_steps)
         if epoch == resumed_at + 1 and (resumed_at or first):  # a resumed run's bar starts where it stopped
             progress.advance(resumed_at * steps_per_epoch + first, None)
         for b in range(first, steps_per_epoch):
-            idx = order[b * bs : (b + 1) * bs]
-            xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
-            if loop.augment is not None:
-                xb = loop.augment(xb, generators["augment"])
-            if manual is not None:  # float32, no autograd graph: forward, loss and δ at the logits by hand
-                logits = manual.forward(xb)
-                loss = manual.loss(logits, yb)
+            rows = min(bs, n - b * bs)
+            if graphed is not None and rows == bs and graphed.step():
+                pass  # the graph stepped, gathering its batch by itself
             else:
-                with autocast(device, loop.precision):
-                    logits = forward(xb)
-                    loss = loss_fn(logits.float(), yb)
-            if skip_nan and not bool(torch.isfinite(loss)):  # train.on_nan: skip_batch (one sync per step)
-                skipped += 1
-                epoch_skipped += 1
-            else:
-                if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
-                    manual.backward()
-                else:  # autograd; under float16 the scaler scales the loss so small gradients survive
-                    optimizer.zero_grad(set_to_none=True)
-                    (loss if scaler is None else scaler.scale(loss)).backward()
-                if scaler is None:
-                    if loop.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-                    optimizer.step()
-                else:  # unscale before clipping; the scaler skips a step whose gradients overflowed
-                    if loop.grad_clip is not None:
-                        scaler.unscale_(optimizer)
-                        nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                if loop.schedule_per_step:
-                    schedule.step()
+                idx = order[b * bs : (b + 1) * bs]
+                xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
+                if loop.augment is not None:
+                    xb = loop.augment(xb, generators["augment"])
+                detached = learn(xb, yb, rows)
+                if detached is None:  # train.on_nan: skip_batch
+                    skipped += 1
+                    epoch_skipped += 1
+                    rows = 0
+                else:
+                    if loop.schedule_per_step:
+                        schedule.step()
+                    window_buf[window_steps] = detached
+                    if graphed is not None:
+                        graphed.eager_step_done()
+            if rows:
                 step += 1
-                detached = loss.detach()
-                loss_sum.add_(detached, alpha=len(idx))  # in place: no new tensors per step
-                window_buf[window_steps] = detached
                 window_steps += 1
-                seen += len(idx)
-                if classify:
-                    correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
+                seen += rows
             last_batch = b == steps_per_epoch - 1
             if window_steps and (step % loop.step_every == 0 or last_batch):
                 mean = window_mean(window_buf, window_steps, epoch, step)  # the one host sync every step_every steps
@@ -497,6 +699,8 @@ def fit(
                     run.log_step(step, mean)
                 progress.advance(window_steps, mean)
                 window_steps = 0
+                if graphed is not None:
+                    graphed.window_read()
             # A signal (or train.checkpoint.every_steps) saves the position within the epoch; at an
             # epoch's last batch the epoch's end comes first (its checkpoint, logs and histograms).
             halted = loop.interrupt.signal is not None and not last_batch
@@ -566,9 +770,15 @@ def fit(
     if resume is not None and epoch == resumed_at:  # nothing left to train: the run ended before its summary
         stopped = resume["resume"]["stopped_early"]
     seconds = time.perf_counter() - start - val_seconds
+    if graphed is not None and graphed.failed:
+        blocker = f"capture failed ({graphed.failed})"
+    elif graphed is not None and not graphed.captures:
+        blocker = f"fewer than {GraphedStep.WARMUP + 1} full batches"
+    how = {"skipped_batches": skipped, "cuda_graph": "on" if blocker is None else f"off: {blocker}",
+           "warmup_seconds": warmup_seconds}
     if halted:  # last.pt holds the position; the weights stay as trained so far
         return FitResult(best_epoch, best, done_epochs, False, seconds, step, history, val_seconds,
-                         interrupted=loop.interrupt.signal, skipped_batches=skipped)
+                         interrupted=loop.interrupt.signal, **how)
     if loop.restore_best_weights and best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds, skipped_batches=skipped)
+    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds, **how)

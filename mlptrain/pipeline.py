@@ -248,7 +248,7 @@ def train(
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, device=device,
         precision=resolve_precision(spec.train.precision, device),
         augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device),
-        on_nan=spec.train.on_nan,
+        on_nan=spec.train.on_nan, cuda_graph=spec.train.cuda_graph,
     )
 
     manual = manual_backprop(spec, built, loop.precision)  # before the run directory gets its first file
@@ -273,6 +273,7 @@ def train(
         train_t = _tensors(prepared.train, device)
         loop.host_batches = train_t[0].device != device
         forward = maybe_compile(model, spec.train.compile, train_t[0], notify)
+        loop.compiled = forward is not model
         # The hundreds of thousands of objects torch, pydantic and rich leave behind would make every
         # full garbage collection during training walk them all: 0.1-0.2 s stalls, one every few
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.
@@ -316,6 +317,7 @@ def train(
             "device": str(device),
             "precision": loop.precision,
             "backprop": "manual" if manual is not None else "autograd",
+            "cuda_graph": result.cuda_graph,  # "on", or "off: why" (engine.graph_blocker)
             "monitor": monitor,
             "mode": mode,
             "best_epoch": result.best_epoch,
@@ -327,6 +329,7 @@ def train(
             "parameters": count_parameters(model),
             "train_seconds": round(result.train_seconds, 3),  # training epochs, without validation
             "val_seconds": round(result.val_seconds, 3),  # the per-epoch validation passes
+            "warmup_seconds": round(result.warmup_seconds, 3),  # CUDA's one-time costs, before the training clock
             "wall_seconds": round(time.perf_counter() - wall, 3),
             "final_weights": weights,
             "checkpoint": str(ckpt) if ckpt else None,

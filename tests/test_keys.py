@@ -18,6 +18,7 @@ import contextlib
 import copy
 import csv
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union, get_args
@@ -27,6 +28,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 
+from fakegraph import fake_cuda_graphs
 from mlptrain import cli, pipeline
 from mlptrain.backprop import Backprop
 from mlptrain import data as datamod
@@ -326,6 +328,13 @@ def observe_backprop(spec: Spec, work: Path) -> dict[str, Any]:
     return {"autograd_calls": len(calls), "metrics": obs["metrics"]}
 
 
+def observe_cuda_graph(spec: Spec, work: Path) -> dict[str, Any]:
+    """How the steps ran, with CUDA graphs faked on the CPU (tests/fakegraph.py): recordings made, summary's word."""
+    with fake_cuda_graphs() as records:
+        observe_fit(spec, work)
+    return {"recordings": len(records), "cuda_graph": json.loads((work / "run" / "summary.json").read_text())["cuda_graph"]}
+
+
 def observe_threads(spec: Spec, work: Path) -> dict[str, Any]:
     before = torch.get_num_threads()
     try:
@@ -592,6 +601,7 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "train.device": C("cpu", "cuda", observe_device, "device"),
     "train.precision": C("32", "bf16-mixed", observe_precision, ("dtypes", "metrics")),
     "train.compile": C(False, True, observe_compile, "compiled"),
+    "train.cuda_graph": C(True, False, observe_cuda_graph, ("recordings", "cuda_graph")),
     "train.threads": C(1, 2, observe_threads, "threads"),
     "train.backprop": [
         C("autograd", "manual", observe_backprop, "autograd_calls"),
