@@ -17,6 +17,7 @@ Before them, ``startup``: the wall time of `mlptrain --help` and `mlptrain valid
 a Parquet file), best of 5 fresh processes, beside a bare `python -c pass`; the goal is < 0.5 s.
 
 Usage: python bench/bench.py [--only startup,digits,fashion_mnist] [--epochs N] [--repeat R] [--quick]
+                             [--set KEY=VALUE ...]   (config overrides for b and e, e.g. train.cuda_graph=true)
 Speed ratios are samples/s of b (or e) over samples/s of the other variant: above 1 means mlptrain
 is faster. A speed target is checked on the faster of b and e, and says which; the test accuracy
 column shows whether the speed was bought with worse maths.
@@ -317,6 +318,7 @@ def per_epoch_from_csv(path: Path, epochs: int, train_seconds: float) -> Optiona
 
 
 THREADS_PINNED = False  # set by --threads
+FIT_OVERRIDES: list[str] = []  # --set KEY=VALUE: passed to every `mlptrain fit` (b, e)
 
 
 def fit_train_keys() -> set[str]:
@@ -346,6 +348,8 @@ def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeo
         "--set", f"train.epochs={epochs}", "--set", f"train.batch_size={BATCH}", "--set", "logging.histograms_every=0",
         "--device", device,
     ]
+    for override in FIT_OVERRIDES:
+        cmd += ["--set", override]
     threads = os.environ.get("OMP_NUM_THREADS") if THREADS_PINNED else None
     if threads and "threads" in fit_train_keys():
         cmd += ["--set", f"train.threads={threads}"]  # mlptrain sets torch's threads itself, over OMP_NUM_THREADS
@@ -366,6 +370,7 @@ def run_fit(workload: dict[str, Any], epochs: int, device: str, tmp: Path, timeo
         "test_accuracy": test.get("accuracy"), "device_reported": summary.get("device"),
         "final_weights": summary.get("final_weights"), "steps": summary.get("steps"),
         "wall_seconds_summary": summary.get("wall_seconds"),
+        "cuda_graph": summary.get("cuda_graph"), "warmup_seconds": summary.get("warmup_seconds"),
     })
     return result
 
@@ -459,6 +464,10 @@ def print_table(workload_name: str, device: str, res: dict[str, dict[str, Any]],
         if len(r.get("repeats_train_seconds", [])) > 1:
             line += f"  [best of {len(r['repeats_train_seconds'])} runs: {r['repeats_train_seconds']} s]"
         print(line)
+    for v in (v for v in FITS if cuda and v in res and "error" not in res[v] and res[v].get("warmup_seconds") is not None):
+        r = res[v]
+        warm = f", {r['warmup_seconds']:.2f} s of CUDA warm-up before its clock (not in its time)" if r["warmup_seconds"] else ""
+        print(f"{NAMES[v]}: cuda_graph {r['cuda_graph']}{warm}")
     peak = gpu_peak(gpu_name) if cuda else None
     if peak:
         print(f"TFLOP/s = 6 x weights x samples/s; the GPU's dense bf16 peak is {peak:.0f} TFLOP/s (spec sheet)")
@@ -652,6 +661,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 1 repeat, digits only unless --only")
     ap.add_argument("--no-save", action="store_true", help="do not append to bench/results.jsonl")
     ap.add_argument("--threads", type=int, help="set OMP/MKL/OpenBLAS threads of every child (default: libraries' own)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the `mlptrain fit` variants b and e (repeatable), e.g. train.cuda_graph=true")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     # worker mode (internal)
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -666,6 +677,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         THREADS_PINNED = True
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(args.threads)  # children inherit os.environ
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        ap.error(f"--set {bad[0]!r}: write KEY=VALUE, e.g. --set train.cuda_graph=true")
+    FIT_OVERRIDES[:] = args.overrides
     if args.worker:
         args.hidden = [int(h) for h in (args.hidden or "").split(",") if h]
         result = WORKERS[args.worker](args)
@@ -691,6 +706,8 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{mach['cpu_count']} CPUs, torch threads {mach['torch_threads']}; {mach['platform']}"
           + (f"; GPU {mach['gpu']}" if mach.get("gpu") else "; no CUDA"))
     print("each variant runs in its own fresh process, one after the other; times are the training loop only")
+    if FIT_OVERRIDES:
+        print("mlptrain fit (b, e) with --set " + " --set ".join(FIT_OVERRIDES))
     load_before = warn_load()
 
     try:
@@ -733,7 +750,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "workload": name, "hidden": wl["hidden"], "epochs": epochs, "batch_size": BATCH, "lr": LR,
                     "repeat": repeat, "quick": args.quick, "device": device, "machine": mach, "versions": vers,
-                    "n_train": n_train, "weights": weights, "threads_env": args.threads,
+                    "n_train": n_train, "weights": weights, "threads_env": args.threads, "fit_overrides": FIT_OVERRIDES,
                     "load_before": load_before, "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                     "variants": {v: {k: val for k, val in r.items() if k not in ("stderr_tail", "config")} for v, r in res.items()},
                     "fit_config": res.get("b", {}).get("config"),

@@ -326,9 +326,10 @@ class GraphedStep:
 
     @staticmethod
     def record(body: Callable[[], None]) -> Callable[[], None]:
-        """``body`` recorded (not run) as a CUDA graph; the function that replays it."""
+        """``body`` recorded (not run) as a CUDA graph; the function that replays it. Only this thread's
+        calls are checked while it records: the checkpoint and TensorBoard writers work on the side."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             body()
         return graph.replay
 

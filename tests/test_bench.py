@@ -107,3 +107,32 @@ print(json.dumps(sorted(m for m in ("torch", "sklearn") if m in sys.modules)))
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("mlptrain bench: python ") and " torch " in lines[0]  # the child's probe reached the header
     assert lines[-1] == "[]"
+
+
+def test_set_overrides_reach_every_fit_variant_and_the_record(monkeypatch, tmp_path):
+    seen: list[list[str]] = []
+
+    def child(cmd, timeout):
+        seen.append(cmd)
+        return {"rc": 1, "wall_seconds": 0.1, "peak_rss_mb": 1.0, "stdout": "", "stderr": "stopped here"}
+
+    monkeypatch.setattr(bench, "run_child", child)
+    monkeypatch.setattr(bench, "FIT_OVERRIDES", ["train.cuda_graph=true", "train.checkpoint.save_last=false"])
+    result = bench.run_fit(bench.WORKLOADS["digits"], 2, "cpu", tmp_path, 60, "bf16-mixed")
+    cmd = seen[0]
+    assert cmd[cmd.index("train.cuda_graph=true") - 1] == "--set" and "train.checkpoint.save_last=false" in cmd
+    assert result["error"] == "stopped here"
+    with pytest.raises(SystemExit):
+        bench.main(["--set", "train.cuda_graph", "--no-save"])  # no '=': refused before anything runs
+
+
+def test_the_table_says_whether_fit_used_a_cuda_graph_and_its_warm_up(capsys):
+    res = _res(a=10_000, b=50_000, e=100_000)
+    for v in res.values():
+        v.update(train_seconds=1.0, epochs=2)
+    res["b"].update(cuda_graph="off: train.cuda_graph: false", warmup_seconds=0.31)
+    res["e"].update(cuda_graph="on", warmup_seconds=0.3)
+    bench.print_table("fashion_mnist", "cuda", res, 1_000_000, "NVIDIA H200")
+    out = capsys.readouterr().out
+    assert "b mlptrain fit: cuda_graph off: train.cuda_graph: false, 0.31 s of CUDA warm-up before its clock" in out
+    assert "e fit bf16-mixed: cuda_graph on, 0.30 s" in out and "989 TFLOP/s" in out
