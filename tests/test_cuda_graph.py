@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fakegraph import fake_cuda_graphs
-from mlptrain import checkpoint, engine
+from mlptrain import checkpoint, engine, runs
 from mlptrain.engine import Loop, graph_blocker
 from mlptrain.errors import Interrupted
 from test_resume import SGD_MOMENTUM as SGD, SignalAt, _resume, _run, assert_same_run
@@ -37,19 +37,34 @@ ADAM_DROPOUT_STEP_LR = {
 }
 
 
+ADAM_BATCHNORM_PLATEAU_BF16 = {  # BatchNorm buffers, lr cut by the plateau rule, early stopping with restored weights
+    "data": SGD_MOMENTUM["data"],
+    "model": {"hidden": [16, 16], "norm": "batch", "activation": "gelu"},
+    "optimizer": {"name": "adamw", "lr": 0.05, "weight_decay": 0.01},
+    "scheduler": {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5},
+    "train": {"epochs": 8, "batch_size": 40, "seed": 1, "precision": "bf16-mixed", "cuda_graph": True,
+              "early_stopping": {"patience": 3}},
+    "logging": {"progress": "none", "step_every": 3},
+}
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]
 
 
-@pytest.mark.parametrize("raw", [SGD_MOMENTUM, ADAM_DROPOUT_STEP_LR], ids=["sgd-momentum", "adam-dropout-step-lr"])
+@pytest.mark.parametrize("raw", [SGD_MOMENTUM, ADAM_DROPOUT_STEP_LR, ADAM_BATCHNORM_PLATEAU_BF16],
+                         ids=["sgd-momentum", "adam-dropout-step-lr", "adamw-batchnorm-plateau-bf16"])
 def test_a_run_through_the_graph_path_matches_the_same_run_op_by_op(raw, tmp_path):
     eager = _run(raw, tmp_path, "eager")
     with fake_cuda_graphs() as records:
         graphed = _run(raw, tmp_path, "graphed")
     assert eager.summary["cuda_graph"] == "off: not on CUDA"
     assert graphed.summary["cuda_graph"] == "on"
-    epochs = raw["train"]["epochs"]
-    assert len(records) == (epochs if raw is ADAM_DROPOUT_STEP_LR else 1)  # re-recorded for each new lr only
+    epochs = graphed.summary["epochs_run"]
+    lrs = [float(r["lr"]) for r in runs.read_metrics(graphed.run_dir)]
+    assert len(records) == 1 + sum(a != b for a, b in zip(lrs, lrs[1:]))  # recorded again for each new lr only
+    if raw is ADAM_DROPOUT_STEP_LR:
+        assert len(records) == epochs
     assert graphed.summary["steps"] == eager.summary["steps"]
     for split, values in eager.metrics.items():
         for k, v in values.items():
