@@ -89,7 +89,6 @@ class Loop:
     on_nan: str = "stop"  # stop | skip_batch
     checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch position included)
     cuda_graph: bool = False  # on CUDA, replay each full batch's step as one CUDA graph where graph_blocker allows
-    compiled: bool = False  # the training forward is torch.compile'd (its own graphs; no CUDA graph here)
     interrupt: Interrupt = field(default_factory=lambda: Interrupt())
 
 
@@ -223,13 +222,13 @@ class HostBatches:
         return xb, yb
 
 
-def graph_blocker(loop: Loop, device: torch.device, optimizer: torch.optim.Optimizer) -> Optional[str]:
+def graph_blocker(loop: Loop, device: torch.device, optimizer: torch.optim.Optimizer, compiled: bool = False) -> Optional[str]:
     """Why the training step cannot be one CUDA graph here, or None when it can.
 
     A graph replays device work only: whatever the step asks of the host (GradScaler's overflow
     check, a NaN test per batch, a fresh learning rate every step, a random stream of its own) rules
     it out. Optimizers qualify when they keep their step counters on the device (``capturable``) or
-    have none (SGD).
+    have none (SGD). ``compiled``: the training forward is torch.compile'd (graphs of its own).
     """
     if not loop.cuda_graph:
         return "train.cuda_graph: false"
@@ -242,7 +241,7 @@ def graph_blocker(loop: Loop, device: torch.device, optimizer: torch.optim.Optim
         (loop.on_nan == "skip_batch", "train.on_nan: skip_batch"),
         (loop.augment is not None, "augment"),
         (loop.schedule_per_step, "scheduler.interval: step"),
-        (loop.compiled, "train.compile"),
+        (compiled, "train.compile"),
         (not capturable, f"optimizer {type(optimizer).__name__.lower()}"),
     ]
     return next((why for blocked, why in blockers if blocked), None)
@@ -635,7 +634,7 @@ def fit(
             correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
         return detached
 
-    blocker = graph_blocker(loop, device, optimizer)
+    blocker = graph_blocker(loop, device, optimizer, compiled=forward is not model)
     graphed = GraphedStep(learn, x, y, bs, optimizer, window_buf) if blocker is None else None
     set_capturable(optimizer, graphed is not None, device)
     warmup_seconds = warm_up(model, loss_fn, optimizer, x, y, bs, loop.precision, device) if device.type == "cuda" else 0.0

@@ -273,7 +273,6 @@ def train(
         train_t = _tensors(prepared.train, device)
         loop.host_batches = train_t[0].device != device
         forward = maybe_compile(model, spec.train.compile, train_t[0], notify)
-        loop.compiled = forward is not model
         # The hundreds of thousands of objects torch, pydantic and rich leave behind would make every
         # full garbage collection during training walk them all: 0.1-0.2 s stalls, one every few
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.

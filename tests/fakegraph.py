@@ -24,8 +24,8 @@ def fake_cuda_graphs(fail: bool = False) -> Iterator[list[int]]:
     records: list[int] = []
     real_blocker = engine.graph_blocker
 
-    def blocker(loop: engine.Loop, device: torch.device, optimizer: torch.optim.Optimizer) -> Any:
-        return real_blocker(loop, torch.device("cuda"), optimizer)
+    def blocker(loop: engine.Loop, device: torch.device, optimizer: torch.optim.Optimizer, compiled: bool = False) -> Any:
+        return real_blocker(loop, torch.device("cuda"), optimizer, compiled)
 
     def record(body: Callable[[], None]) -> Callable[[], None]:
         if fail:

@@ -112,23 +112,23 @@ ADAM = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
 
 
 @pytest.mark.parametrize(
-    "loop, optimizer, why",
+    "loop, optimizer, why, compiled",
     [
-        (_loop(), ADAM, None),
-        (_loop(), torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9), None),
-        (_loop(cuda_graph=False), ADAM, "train.cuda_graph: false"),
-        (_loop(host_batches=True), ADAM, "the training data stays in host memory"),
-        (_loop(precision="16-mixed"), ADAM, "train.precision: 16-mixed"),
-        (_loop(precision="bf16-mixed"), ADAM, None),
-        (_loop(on_nan="skip_batch"), ADAM, "train.on_nan: skip_batch"),
-        (_loop(augment=lambda x, g: x), ADAM, "augment"),
-        (_loop(schedule_per_step=True), ADAM, "scheduler.interval: step"),
-        (_loop(compiled=True), ADAM, "train.compile"),
-        (_loop(), torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))]), "optimizer adagrad"),
+        (_loop(), ADAM, None, False),
+        (_loop(), torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9), None, False),
+        (_loop(cuda_graph=False), ADAM, "train.cuda_graph: false", False),
+        (_loop(host_batches=True), ADAM, "the training data stays in host memory", False),
+        (_loop(precision="16-mixed"), ADAM, "train.precision: 16-mixed", False),
+        (_loop(precision="bf16-mixed"), ADAM, None, False),
+        (_loop(on_nan="skip_batch"), ADAM, "train.on_nan: skip_batch", False),
+        (_loop(augment=lambda x, g: x), ADAM, "augment", False),
+        (_loop(schedule_per_step=True), ADAM, "scheduler.interval: step", False),
+        (_loop(), ADAM, "train.compile", True),
+        (_loop(), torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))]), "optimizer adagrad", False),
     ],
 )
-def test_what_keeps_a_step_off_the_graph(loop, optimizer, why):
-    assert graph_blocker(loop, torch.device("cuda"), optimizer) == why
+def test_what_keeps_a_step_off_the_graph(loop, optimizer, why, compiled):
+    assert graph_blocker(loop, torch.device("cuda"), optimizer, compiled) == why
     assert graph_blocker(loop, torch.device("cpu"), optimizer) == ("train.cuda_graph: false" if not loop.cuda_graph else "not on CUDA")
 
 
