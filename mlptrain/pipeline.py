@@ -98,9 +98,11 @@ class Built:
     task: Task
 
 
-def build(spec: Spec, state: Optional[dict[str, Any]] = None) -> Built:
-    """Data, model and loss for a spec (``state``: preprocessing from a checkpoint)."""
-    prepared = datamod.prepare(spec.data, spec.task, state)
+def build(spec: Spec, state: Optional[dict[str, Any]] = None, prepared: Optional[datamod.Prepared] = None) -> Built:
+    """Data, model and loss for a spec (``state``: preprocessing from a checkpoint; ``prepared``: data
+    already at hand, or a checkpoint's preprocessing alone, so that no data file is read)."""
+    if prepared is None:
+        prepared = datamod.prepare(spec.data, spec.task, state)
     task = prepared.task
     st = prepared.state
     spec.augment.check_data(st.get("image_shape"), spec.data.name)
@@ -447,15 +449,17 @@ class Restored:
     precision: str = "32"  # train.precision as fit resolved it on this device, so eval prints fit's digits
 
 
-def restore(path: Path, device_name: str = "auto") -> tuple[Restored, torch.device]:
-    """A checkpoint's spec, preprocessing and weights, without the original config file."""
+def restore(path: Path, device_name: str = "auto", with_data: bool = True) -> tuple[Restored, torch.device]:
+    """A checkpoint's spec, preprocessing and weights, without the original config file; with the
+    run's own data splits rebuilt only if ``with_data`` (eval on a split of the run's data)."""
     state = checkpoint.load(path)
     _check_recorded_hash(Path(path))
     try:
         spec = validate_dict(state["spec"], f"{path} (stored config)")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DataWarning)
-            built = build(spec, state["data_state"])
+            alone = None if with_data else datamod.stored(state["data_state"], int(state["in_features"]))
+            built = build(spec, state["data_state"], alone)
         held = [w.message for w in caught if isinstance(w.message, DataWarning)]
         for w in caught:
             if not isinstance(w.message, DataWarning):
@@ -491,7 +495,7 @@ def _check_recorded_hash(path: Path) -> None:
 
 def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:
     """Metrics of a checkpoint on one split of its own data, or on a new file with the same columns."""
-    restored, device = restore(path, device_name)
+    restored, device = restore(path, device_name, with_data=data_path is None)
     built = restored.built
     if data_path is not None:
         x, y, _ = datamod.read_inputs(Path(data_path), restored.spec.data, built.prepared.state, need_target=True)
@@ -518,7 +522,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
 
 def predict_file(path: Path, input_path: Path, output: Path, device_name: str = "auto") -> int:
     """Predictions for a CSV/NPZ input: class and per-class probabilities, or regression values."""
-    restored, device = restore(path, device_name)
+    restored, device = restore(path, device_name, with_data=False)
     built = restored.built
     state = built.prepared.state
     x, _, table = datamod.read_inputs(Path(input_path), restored.spec.data, state, need_target=False)

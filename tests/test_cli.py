@@ -160,6 +160,31 @@ def test_csv_example_predicts_class_names_and_eval_on_new_file(tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["rows"] == 150
 
 
+def test_predict_and_eval_on_new_rows_need_only_the_checkpoint(tmp_path, capsys):
+    """The checkpoint carries the preprocessing: the training file may be gone (and is not read)."""
+    data = tmp_path / "train.csv"
+    data.write_bytes((CONFIGS / "data" / "flowers.csv").read_bytes())
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{name: csv, path: {data}, target: species}}\nmodel: {{hidden: [8]}}\ntrain: {{epochs: 2}}\n")
+    run_dir = tmp_path / "run"
+    assert main(["fit", str(config), "--run-dir", str(run_dir)]) == 0
+    ckpt = run_dir / "checkpoints" / "best.pt"
+    before = tmp_path / "before.csv"
+    assert main(["predict", str(ckpt), str(CONFIGS / "data" / "flowers.csv"), "-o", str(before)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--data", str(CONFIGS / "data" / "flowers.csv"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    data.unlink()
+    after = tmp_path / "after.csv"
+    assert main(["predict", str(ckpt), str(CONFIGS / "data" / "flowers.csv"), "-o", str(after)]) == 0
+    assert after.read_bytes() == before.read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--data", str(CONFIGS / "data" / "flowers.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == scored
+    assert main(["eval", str(ckpt)]) == 3  # the run's own test split does need its file
+    assert "train.csv: data file not found" in capsys.readouterr().err
+
+
 def test_regression_predict_is_in_target_units(tmp_path, capsys):
     run_dir = tmp_path / "reg"
     assert main(["fit", str(CONFIGS / "diabetes.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=30"]) == 0
