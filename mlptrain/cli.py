@@ -165,8 +165,11 @@ def fit(
 
         # failed before writing anything (bad data, no CUDA): leave no empty run behind, and say so
         # under the "run directory:" line printed above
-        if remove_if_unused(path) and isinstance(exc, MlptrainError):
-            exc.args = (f"{exc} (nothing was written: {path} removed)",)
+        if remove_if_unused(path):
+            if isinstance(exc, MlptrainError):
+                exc.args = (f"{exc} (nothing was written: {path} removed)",)
+            elif isinstance(exc, (KeyboardInterrupt, Terminated)):
+                err.print(f"stopped before training began: nothing was written ({path} removed)")
         raise
 
 
@@ -414,14 +417,45 @@ def notices_as_lines() -> Any:
         yield
 
 
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (which saves last.pt on it): unwinds like Ctrl-C, so that a
+    run directory with nothing in it yet is removed instead of left behind."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Any:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the app and turn every error into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MLPTRAIN_DEBUG") == "1"
+    if "--debug" in args:  # an option of mlptrain itself, wherever it is written: `fit x.yaml --debug` too
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        with notices_as_lines():
+        with notices_as_lines(), sigterm_unwinds():
             result = app(args=args, prog_name="mlptrain", standalone_mode=False)
+        if result == 130:  # click's answer to a Ctrl-C outside the training loop
+            err.print("interrupted")
         return int(result) if isinstance(result, int) else 0
+    except Terminated:
+        err.print("terminated (SIGTERM)")
+        return 143
     except Interrupted as exc:  # not an error: the run is saved and says how to go on
         err.print(str(exc), markup=False)
         return exc.exit_code

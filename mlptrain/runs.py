@@ -81,7 +81,8 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
     """A fresh, writable run directory; an existing non-empty one is refused, never reused."""
     if run_dir is not None:
         path = Path(run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        fresh = path.is_dir() and (not any(path.iterdir()) or unused(path))
+        if path.exists() and not fresh:
             hint = f" (to go on with that run: mlptrain resume {path})" if (path / "checkpoints" / "last.pt").is_file() else ""
             raise RunDirError(f"--run-dir {path}: already exists and is not empty; pick a new directory{hint}")
         try:
@@ -121,12 +122,21 @@ def probe_writable(path: Path) -> None:
         raise RunDirError(f"{path}: not writable ({exc.strerror}); pick a writable run directory or free space") from None
 
 
+def unused(path: Path) -> bool:
+    """A run directory that holds nothing but its empty checkpoints/ folder (a fit stopped before
+    writing anything, even by SIGKILL): as good as new."""
+    try:
+        entries = list(Path(path).iterdir())
+        return [e.name for e in entries] == ["checkpoints"] and not any((Path(path) / "checkpoints").iterdir())
+    except OSError:
+        return False
+
+
 def remove_if_unused(path: Path) -> bool:
     """Remove a run directory that holds nothing but its empty checkpoints/ folder; never a file."""
     path = Path(path)
     try:
-        entries = list(path.iterdir())
-        if any(e.name != "checkpoints" for e in entries) or any((path / "checkpoints").iterdir()):
+        if not unused(path):
             return False
         (path / "checkpoints").rmdir()
         path.rmdir()

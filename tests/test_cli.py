@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -227,10 +229,45 @@ def test_bad_value_lists_allowed_values(write_config, capsys):
     assert "model.activation" in err and "'relux'" in err and "leaky_relu" in err
 
 
-def test_debug_flag_shows_the_traceback(write_config):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_flag_shows_the_traceback(where, write_config):
     cfg = write_config("data: {name: moons}\noptimzer: {lr: 0.1}\n")
-    proc = run_cli("--debug", "fit", str(cfg))
+    proc = run_cli("--debug", "fit", str(cfg)) if where == "before" else run_cli("fit", str(cfg), "--debug")
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert "ConfigError" in proc.stderr and "optimzer" in proc.stderr  # the config's error, not "no such option"
+
+
+@pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_before_training_removes_the_empty_run_and_says_so(signum, code, said, write_config, tmp_path, monkeypatch, capsys):
+    from mlptrain import pipeline
+
+    real_build = pipeline.build
+
+    def build_then_signal(*args, **kwargs):  # the signal arrives while the data loads
+        built = real_build(*args, **kwargs)
+        os.kill(os.getpid(), signum)
+        time.sleep(0.5)  # delivered by now: the handler has run (or the test fails on the sleep's end)
+        return built
+
+    monkeypatch.setattr(pipeline, "build", build_then_signal)
+    cfg = write_config("data: {name: moons, n_samples: 100}\ntrain: {epochs: 1}\n")
+    run_dir = tmp_path / "r"
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == code
+    err = capsys.readouterr().err
+    assert f"nothing was written ({run_dir} removed)" in err and said in err
+    assert not run_dir.exists()
+
+
+def test_a_run_dir_left_by_a_kill_before_training_can_be_used(write_config, tmp_path):
+    """SIGKILL before the first write leaves the run directory with its empty checkpoints/ folder only."""
+    run_dir = tmp_path / "r"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    cfg = write_config("data: {name: moons, n_samples: 100}\ntrain: {epochs: 1}\n")
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == 0
+    assert (run_dir / "checkpoints" / "best.pt").is_file()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "other")]) == 5  # anything else there is kept out of
 
 
 @pytest.mark.parametrize(
