@@ -412,6 +412,13 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     done, bad = state["epoch"], state["resume"]["bad_epochs"]
     es = spec.train.early_stopping
     at_end = state["resume"]["position"] is None and (run_dir / "summary.json").is_file()  # else: finish it
+    partial = state["resume"]["position"] is not None  # stopped within epoch done + 1
+    if not at_end and spec.train.epochs < done + partial:
+        trained = f"{done} epoch{'' if done == 1 else 's'}" + (f" and part of epoch {done + 1}" if partial else "")
+        raise ConfigError(
+            f"train.epochs={spec.train.epochs}: {run_dir} has already trained {trained}; give train.epochs >= "
+            f"{done + partial} (or leave it out to finish the run's {stored['train']['epochs']})"
+        )
     if at_end and run_over(done, bad, spec.train.epochs, es.enabled, es.patience):
         if done >= spec.train.epochs:
             raise RunDirError(

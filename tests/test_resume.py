@@ -232,6 +232,17 @@ def test_mid_epoch_checkpoint_records_the_permutation_and_position(tmp_path):
     assert sorted(position["order"].tolist()) == list(range(210))  # the epoch's permutation of the training rows
 
 
+def test_resuming_with_fewer_epochs_than_trained_is_refused(tmp_path):
+    """A stopped run given fewer epochs than it has trained would end as "complete" with its partial
+    epoch thrown away: refused, naming what it has trained; as many epochs as begun finishes it."""
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 11)  # 7 steps an epoch: within epoch 2
+    with pytest.raises(ConfigError, match=r"train.epochs=1: .* has already trained 1 epoch and part of epoch 2; "
+                                          r"give train.epochs >= 2 \(or leave it out to finish the run's 6\)"):
+        pipeline.load_resume(path, ["train.epochs=1"])
+    finished = _resume(path, ["train.epochs=2"])
+    assert finished.summary["epochs_run"] == 2 and finished.summary["status"] == "complete"
+
+
 def test_extending_a_complete_run_equals_training_longer_at_once(tmp_path):
     longer = {**SGD_MOMENTUM, "train": {**SGD_MOMENTUM["train"], "epochs": 9}}
     whole = _run(longer, tmp_path, "whole")
