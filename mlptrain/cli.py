@@ -230,10 +230,15 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
         f"best {s['monitor']} {fmt(s['best_value'])} at epoch {s['best_epoch']}; {s['parameters']} parameters"
     )
     if result.checkpoint is not None:
+        split = "" if "test" in result.metrics else next((f" --split {k}" for k in ("val", "train") if k in result.metrics), "")
         out.print(f"checkpoint: {result.checkpoint}")
-        out.print(f"evaluate:   mlptrain eval {result.checkpoint}")
+        out.print(f"evaluate:   mlptrain eval {result.checkpoint}{split}")
+    elif s["final_weights"] == "best":  # restored best weights, and no best.pt
+        last = f"; last.pt holds epoch {s['epochs_run']}'s" if spec.train.checkpoint.save_last else ""
+        out.print(f"checkpoint: none holds the final weights: they are epoch {s['best_epoch']}'s (early_stopping."
+                  f"restore_best_weights) and train.checkpoint.save_best is off{last}")
     else:
-        out.print("checkpoint: none holds the final weights (train.checkpoint.save_best / save_last are off)")
+        out.print("checkpoint: none holds the final weights (train.checkpoint.save_last is off)")
     if spec.logging.tensorboard:
         logdir = Path(path).parent.parent if named else Path(path)
         out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")

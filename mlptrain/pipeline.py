@@ -510,7 +510,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
     else:
         chosen = getattr(built.prepared, split)
         if chosen is None:
-            raise DataError(f"--split {split}: this run's data has no {split} split")
+            have = [k for k in ("train", "val", "test") if getattr(built.prepared, k) is not None]
+            raise DataError(f"--split {split}: this run's data has no {split} split; give --split {' or '.join(have)}, or --data FILE")
         for w in restored.data_warnings:  # e.g. categories of this split unseen in training
             if w.split == split:
                 warnings.warn(w, stacklevel=2)

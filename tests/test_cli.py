@@ -456,7 +456,26 @@ def test_printed_checkpoint_always_holds_the_final_weights(write_config, tmp_pat
     assert main(["fit", str(cfg), "--run-dir", str(run_b), "--set", "train.early_stopping.restore_best_weights=false",
                  "--set", "train.checkpoint.save_last=false"]) == 0
     assert json.loads((run_b / "summary.json").read_text())["checkpoint"] is None
-    assert "none holds the final weights" in capsys.readouterr().out
+    assert "checkpoint: none holds the final weights (train.checkpoint.save_last is off)" in capsys.readouterr().out
+    # best weights restored, no best.pt: last.pt is there, but holds the last epoch's weights
+    run_c = tmp_path / "c"
+    assert main(["fit", str(cfg), "--run-dir", str(run_c), "--set", "train.checkpoint.save_best=false",
+                 "--set", "train.early_stopping.patience=1", "--set", "train.epochs=40"]) == 0
+    summary = json.loads((run_c / "summary.json").read_text())
+    assert summary["checkpoint"] is None and summary["best_epoch"] < summary["epochs_run"]
+    assert (f"none holds the final weights: they are epoch {summary['best_epoch']}'s (early_stopping.restore_best_weights) "
+            f"and train.checkpoint.save_best is off; last.pt holds epoch {summary['epochs_run']}'s") in capsys.readouterr().out
+
+
+def test_the_printed_eval_command_works_without_a_test_split(write_config, tmp_path, capsys):
+    cfg = write_config(TINY, "tiny.yaml")
+    run_dir = tmp_path / "r"
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir), "--set", "data.split.test=0"]) == 0
+    command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("evaluate:"))
+    assert command.endswith("best.pt --split val")
+    assert main(command.split()[2:]) == 0
+    assert main(["eval", str(run_dir / "checkpoints" / "best.pt")]) == 3
+    assert "no test split; give --split train or val, or --data FILE" in capsys.readouterr().err
 
 
 def test_a_run_that_fails_before_writing_leaves_no_directory(write_config, tmp_path, capsys):
