@@ -78,6 +78,14 @@ class NamedSection(Section):
     def _shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """The schema says so too: a name alone, or the mapping (editors flag neither `activation: relu`)."""
+        mapping = handler(core_schema)
+        name = handler.resolve_ref_schema(mapping)["properties"]["name"]
+        short = {k: v for k, v in name.items() if k not in ("title", "default")}
+        return {"anyOf": [short, mapping]}
+
 
 class SplitSpec(Section):
     """How one data file (or a built-in set) is split; ignored for a split given as its own file."""

@@ -323,7 +323,21 @@ def test_schema_is_json_schema_of_every_section(capsys):
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert set(schema["properties"]) == {"name", "data", "augment", "model", "task", "loss", "optimizer", "scheduler", "train", "logging"}
     assert schema["required"] == ["data"]
-    assert schema["$defs"]["OptimizerSpec"]["additionalProperties"] is False
+    assert schema["$defs"]["OptimizerSpec"]["anyOf"][1]["additionalProperties"] is False
+
+
+def test_every_shipped_config_and_inits_file_pass_the_schema(tmp_path, capsys):
+    """What editors check with `mlptrain schema` must accept what mlptrain accepts: the short forms too."""
+    import jsonschema
+
+    assert main(["schema"]) == 0
+    validator = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
+    assert main(["init", str(tmp_path / "new.yaml")]) == 0
+    for path in [*sorted(CONFIGS.glob("*.yaml")), tmp_path / "new.yaml"]:
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path.name, errors)
+    wrong = {"data": {"name": "digits"}, "model": {"activation": "relux", "init": {"nam": "normal"}}}
+    assert len(list(validator.iter_errors(wrong))) == 2  # and still refuses what mlptrain refuses
 
 
 def test_every_command_has_help_with_an_example():
