@@ -697,8 +697,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                     f"set it as a whole: --set {where}=VALUE"
                 )
             node = child
+        old = node.get(parts[-1])
+        section = _model_at((*parts, "name"))
+        if isinstance(value, str) and isinstance(old, dict) and section is not None and issubclass(section, NamedSection):
+            # `--set optimizer=adamw` switches the name and keeps lr and the rest, less the keys only other names read
+            value = {**{k: v for k, v in old.items() if _read_by(section, k, value)}, "name": value}
         node[parts[-1]] = value
     return raw
+
+
+def _read_by(section: type[Section], key: str, name: str) -> bool:
+    """Whether the section's ``key`` still means something once its name is ``name``."""
+    by, readers = section.USED_BY.get(key, (None, ()))
+    return by != "name" or name in readers
 
 
 def _model_at(loc: tuple[Any, ...]) -> Optional[type[BaseModel]]:

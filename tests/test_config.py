@@ -34,6 +34,17 @@ def test_overrides_parse_yaml_values(write_config):
     assert spec.optimizer.lr == 0.5
 
 
+def test_set_section_to_a_name_switches_the_name_and_keeps_what_it_still_reads(write_config):
+    path = write_config("data: {name: moons}\noptimizer: {name: sgd, lr: 0.05, momentum: 0.9, weight_decay: 0.001}\n"
+                        "model: {activation: {name: leaky_relu, slope: 0.2}}\n")
+    spec = load_spec(path, ["optimizer=adamw", "model.activation=elu"])
+    assert spec.optimizer.name == "adamw" and spec.optimizer.lr == 0.05 and spec.optimizer.weight_decay == 0.001
+    assert spec.model.activation.name == "elu"
+    assert load_spec(path, ["optimizer=rmsprop"]).optimizer.momentum == 0.9  # rmsprop reads momentum too
+    whole = load_spec(path, ["optimizer={name: adamw}"]).optimizer  # a mapping replaces the section
+    assert whole.name == "adamw" and whole.lr == 0.001 and whole.weight_decay != 0.001
+
+
 def test_override_into_a_value_is_an_error():
     with pytest.raises(ConfigError, match="train.epochs"):
         apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
