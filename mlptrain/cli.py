@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mlptrain.errors import ConfigError, Interrupted, MlptrainError
+from mlptrain.errors import ConfigError, Interrupted, MlptrainError, RunDirError
 from mlptrain.runs import RESUMABLE
 
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
@@ -370,7 +370,14 @@ def tensorboard(
 ) -> None:
     """Start TensorBoard on the runs directory and print its URL."""
     if not runs_dir.is_dir():
-        raise MlptrainError(f"{runs_dir}: no such runs directory; train something first (mlptrain fit CONFIG)")
+        raise RunDirError(f"{runs_dir}: no such runs directory; train something first (mlptrain fit CONFIG)")
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # before TensorBoard's own lines
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise MlptrainError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); pick another, e.g. --port {port + 1}") from None
     from tensorboard import program
 
     # In-process rather than a child process: Ctrl-C or SIGTERM stops the server with this command.

@@ -425,6 +425,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_tensorboard_refuses_a_missing_dir_and_a_busy_port_in_one_line(fitted, tmp_path, capsys):
+    assert main(["tensorboard", str(tmp_path / "nothing")]) == 5
+    assert "no such runs directory" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["tensorboard", str(fitted[0].parent), "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: --port {port}: cannot serve on 127.0.0.1:{port}") and f"--port {port + 1}" in err
+
+
 def test_tensorboard_command_serves_the_runs_scalars(fitted):
     run_dir, _ = fitted
     port = _free_port()
