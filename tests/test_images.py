@@ -195,6 +195,22 @@ def test_a_corrupt_or_truncated_idx_file_is_one_line_naming_it(tmp_path, damage,
         datamod.prepare(data_spec(name="mnist", root=str(tmp_path)))
     text = one_line(exc)
     assert str(bad) in text and expected in text
+    with pytest.raises(DataError) as exc:  # validate reads no pixels, and refuses the file all the same
+        datamod.prepare(data_spec(name="mnist", root=str(tmp_path)), pixels=False)
+    text = one_line(exc)
+    assert str(bad) in text and "delete it and get it again" in text
+
+
+def test_validate_refuses_a_truncated_plain_idx_file_and_accepts_whole_ones(tmp_path):
+    write_mnist(tmp_path)
+    assert len(datamod.prepare(data_spec(name="mnist", root=str(tmp_path)), pixels=False).train.y)
+    bad = tmp_path / "train-images-idx3-ubyte.gz"
+    plain = tmp_path / "train-images-idx3-ubyte"
+    plain.write_bytes(gzip.decompress(bad.read_bytes())[:-1])
+    bad.unlink()
+    with pytest.raises(DataError) as exc:
+        datamod.prepare(data_spec(name="mnist", root=str(tmp_path)), pixels=False)
+    assert f"{plain}: truncated or corrupt IDX file" in one_line(exc) and "the file has" in str(exc.value)
 
 
 def test_images_and_labels_of_different_lengths(tmp_path):

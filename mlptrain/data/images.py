@@ -18,6 +18,7 @@ preprocessing state as ``image_shape``. The official test set is the test split 
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import socket
 import string
@@ -193,11 +194,16 @@ def _read_bytes(path: Path) -> bytes:
 
 def read_idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
     """The dimensions in an IDX file's header, reading only the header (`validate`: no pixels).
-    Its length is not checked against them: that needs the whole file, which fit reads."""
+    The length the header implies is checked without reading the pixels: against the file's size,
+    or a gzip file's last four bytes (the uncompressed length, mod 2^32), so that validate refuses
+    a truncated download as fit does."""
     magic = 0x0800 + ndim
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
+            size = raw.seek(0, os.SEEK_END)
+            raw.seek(max(size - 4, 0))
+            tail = raw.read(4)
         with (gzip.open(path) if gzipped else open(path, "rb")) as f:
             head = f.read(4 + 4 * ndim)
     except (OSError, EOFError, zlib.error) as exc:
@@ -207,7 +213,15 @@ def read_idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
             f"{path}: not an IDX {'images' if ndim == 3 else 'labels'} file (header {head[:4].hex() or 'missing'}, "
             f"expected {magic:08x}); the file is corrupt or of another kind: delete it and get it again"
         )
-    return struct.unpack(f">{ndim}I", head[4:])
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    expected = 4 + 4 * ndim + int(np.prod(dims, dtype=np.int64))
+    length = struct.unpack("<I", tail)[0] if gzipped and len(tail) == 4 else size
+    if length != (expected % 2**32 if gzipped else expected):
+        raise DataError(
+            f"{path}: truncated or corrupt {'gzip' if gzipped else 'IDX'} file: its header ({' x '.join(map(str, dims))}) "
+            f"needs {expected} bytes{' unpacked' if gzipped else f', the file has {size}'}; delete it and get it again"
+        )
+    return dims
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
