@@ -372,12 +372,15 @@ def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path
     """A resumed run must see the data it started with (same columns, classes and preprocessing)."""
     now = {"class_names": list(prepared.state["class_names"]), "in_features": prepared.in_features,
            "out_features": prepared.out_features}
-    for key, value in now.items():
-        if state.get(key) != value:
-            raise DataError(
-                f"{run_path}: the data changed since this run started ({key} was {state.get(key)}, is {value}); "
-                "resume needs the same data: start a new run with mlptrain fit"
-            )
+    changes = [f"{key} was {state.get(key)}, is {value}" for key, value in now.items() if state.get(key) != value]
+    was = state["data_state"].get("splits") or {}  # rows and CRC-32 of each split (checkpoints before it have none)
+    splits = prepared.state["splits"] if was else {}
+    changes += [c for c in (datamod.split_change(k, was.get(k), splits.get(k)) for k in dict.fromkeys([*was, *splits])) if c]
+    if changes:
+        raise DataError(
+            f"{run_path}: the data changed since this run started ({changes[0]}); "
+            "resume needs the same data: start a new run with mlptrain fit"
+        )
 
 
 def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:

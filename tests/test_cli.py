@@ -187,6 +187,24 @@ def test_predict_and_eval_on_new_rows_need_only_the_checkpoint(tmp_path, capsys)
     assert "train.csv: data file not found" in capsys.readouterr().err
 
 
+def test_eval_on_a_split_of_changed_data_says_so(tmp_path, capsys):
+    data = tmp_path / "train.csv"
+    lines = (CONFIGS / "data" / "flowers.csv").read_text().splitlines(keepends=True)
+    data.write_text("".join(lines))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{name: csv, path: {data}, target: species}}\nmodel: {{hidden: [8]}}\ntrain: {{epochs: 2}}\n")
+    assert main(["fit", str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    ckpt = str(tmp_path / "run" / "checkpoints" / "best.pt")
+    capsys.readouterr()
+    assert main(["eval", ckpt]) == 0
+    assert "warning" not in capsys.readouterr().err  # the run's own rows
+    data.write_text("".join(lines[:-31]))
+    assert main(["eval", ckpt]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {data}: the data changed since the run trained: its test split has" in err
+    assert err.count("warning:") == 1  # the test split only: eval scores that one
+
+
 def test_regression_predict_is_in_target_units(tmp_path, capsys):
     run_dir = tmp_path / "reg"
     assert main(["fit", str(CONFIGS / "diabetes.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=30"]) == 0

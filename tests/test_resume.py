@@ -24,7 +24,9 @@ import torch
 from mlptrain import checkpoint, pipeline, runs
 from mlptrain.cli import main
 from mlptrain.config import validate_dict
-from mlptrain.errors import ConfigError, Interrupted, RunDirError
+from mlptrain.errors import ConfigError, DataError, Interrupted, RunDirError
+
+from conftest import CONFIGS
 
 BLOBS = {"name": "blobs", "n_samples": 300, "n_classes": 3, "n_features": 4, "noise": 1.5, "seed": 2}
 
@@ -293,6 +295,25 @@ def test_resume_refuses_data_that_changed(tmp_path):
     checkpoint.save(last, {k: v for k, v in state.items() if k not in ("format", "format_version")})
     with pytest.raises(Exception, match="the data changed since this run started"):
         _resume(path)
+
+
+def test_resume_refuses_rows_that_changed_in_the_same_columns(tmp_path):
+    """Same columns and classes, other rows: the splits' digests in the checkpoint tell."""
+    data = tmp_path / "flowers.csv"
+    lines = (CONFIGS / "data" / "flowers.csv").read_text().splitlines(keepends=True)
+    data.write_text("".join(lines))
+    raw = {**SGD_MOMENTUM, "data": {"name": "csv", "path": str(data), "target": "species"},
+           "train": {**SGD_MOMENTUM["train"], "epochs": 2}}
+    done = _run(raw, tmp_path, "run")
+    data.write_text("".join(lines[:-20]))
+    with pytest.raises(DataError, match=r"the data changed since this run started \(its train split has \d+ rows, had \d+\)"):
+        _resume(done.run_dir, ["train.epochs=3"])
+    header, first, *rest = lines
+    data.write_text(header + "9.999" + first[first.index(","):] + "".join(rest))  # one value, same rows
+    with pytest.raises(DataError, match=r"its (train|val|test) split has other values"):
+        _resume(done.run_dir, ["train.epochs=3"])
+    data.write_text("".join(lines))
+    assert _resume(done.run_dir, ["train.epochs=3"]).summary["epochs_run"] == 3
 
 
 def test_nan_stop_keeps_the_last_good_checkpoint_and_names_epoch_and_step(tmp_path):

@@ -8,6 +8,8 @@ a checkpoint holds it without pickling.
 
 from __future__ import annotations
 
+import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +20,7 @@ from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, TABLE_NAMES, DataSpe
 from mlptrain.data import tabular as _tab
 from mlptrain.data.sources import Table, bundled, read_file, synthetic
 from mlptrain.data.images import IMAGE_SETS, load_images, read_image_inputs, unit_floats
-from mlptrain.errors import DataError
+from mlptrain.errors import DataError, DataWarning
 
 __all__ = ["Split", "Prepared", "prepare", "stored", "read_inputs", "encode_targets"]
 
@@ -368,7 +370,32 @@ def prepare(
         codes = train_split.y.reshape(-1).astype(np.int64)
         state["class_counts"] = np.bincount(codes, minlength=len(state["class_names"])).tolist()  # for loss.class_weight
     columns = _tab.column_table(main, kinds) if tabular else None
-    return Prepared(task, train_split, build(rows["val"], "val"), build(rows["test"], "test"), state, columns)
+    splits = {"train": train_split, "val": build(rows["val"], "val"), "test": build(rows["test"], "test")}
+    digests = {name: digest(split) for name, split in splits.items() if split is not None}
+    if fresh:
+        state["splits"] = digests
+    for name, was in ({} if fresh else state.get("splits") or {}).items():  # (checkpoints before it have none)
+        change = split_change(name, was, digests.get(name))
+        if change:
+            warnings.warn(DataWarning(
+                f"{source}: the data changed since the run trained: {change}; these are not the rows it was "
+                "scored on (give the file it trained on)", name,
+            ), stacklevel=2)
+    return Prepared(task, splits["train"], splits["val"], splits["test"], state, columns)
+
+
+def digest(split: Split) -> dict[str, int]:
+    """Rows and a CRC-32 of a split's preprocessed arrays: eval and resume tell the run's own rows from changed ones."""
+    crc = zlib.crc32(np.ascontiguousarray(split.x).data)
+    return {"rows": int(len(split.x)), "crc32": zlib.crc32(np.ascontiguousarray(split.y).data, crc)}
+
+
+def split_change(name: str, was: Optional[dict[str, int]], now: Optional[dict[str, int]]) -> Optional[str]:
+    """How a split differs from the one a run trained on (``digest``s), in words; None when it is the same."""
+    if was == now:
+        return None
+    was, now = was or {"rows": 0}, now or {"rows": 0}
+    return f"its {name} split has {now['rows']} rows, had {was['rows']}" if now["rows"] != was["rows"] else f"its {name} split has other values"
 
 
 def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: bool) -> tuple[np.ndarray, Optional[np.ndarray], Table]:
