@@ -39,9 +39,16 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU, refusing anything that is not one of ours."""
+DAMAGED_HINT = "use checkpoints/best.pt or last.pt of a finished run"
+
+
+def load(path: Path, damaged_hint: str = DAMAGED_HINT) -> dict[str, Any]:
+    """Read a checkpoint on the CPU, refusing anything that is not one of ours (``damaged_hint``: what to
+    do about a file that cannot be read, as the caller knows it)."""
     path = Path(path)
+    if path.is_dir():
+        inside = next((p for p in (path / "checkpoints" / "best.pt", path / "best.pt") if p.is_file()), None)
+        raise CheckpointError(f"{path}: a directory, not a checkpoint; give a .pt file" + (f", e.g. {inside}" if inside else " from a run's checkpoints/ folder"))
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; give a .pt file from a run's checkpoints/ folder")
     # torch warns about the pickle protocol of files it then refuses: such a file gets one line, not two
@@ -51,7 +58,7 @@ def load(path: Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several kinds for truncated, foreign or unsafe files
             text = str(exc).strip()
-            detail = text.splitlines()[0] if text else type(exc).__name__
+            detail = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__  # torch's first sentence
             if "Weights only load failed" in text or "Unsupported global" in text:
                 called = _unsafe_globals(path, text)
                 if called:
@@ -63,7 +70,7 @@ def load(path: Path) -> dict[str, Any]:
                 detail = lines[0] if lines else detail
             raise CheckpointError(
                 f"{path}: not a readable mlptrain checkpoint: truncated, damaged or not a PyTorch file ({detail[:160]}); "
-                "use checkpoints/best.pt or last.pt of a finished run"
+                f"{damaged_hint}"
             ) from None
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -615,9 +615,38 @@ class _TooDeep(Exception):
     pass
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that gives one key twice: YAML keeps the last silently (a second `model:` drops the first)."""
+
+    def __init__(self, key: str, first: int, again: int):
+        super().__init__(f"key '{key}' given twice")
+        self.key, self.first, self.again = key, first, again  # 1-based lines
+
+
+def _check_unique_keys(text: str) -> None:
+    """Raise ``_DuplicateKey`` for the first mapping, at any depth, that repeats a key."""
+    stack, seen = [yaml.compose(text, Loader=yaml.SafeLoader)], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:  # (an alias repeats a node already walked)
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if (key.tag, key.value) in lines:
+                        raise _DuplicateKey(key.value, lines[(key.tag, key.value)], key.start_mark.line + 1)
+                    lines[(key.tag, key.value)] = key.start_mark.line + 1
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
 def _safe_load(text: str) -> Any:
     """``yaml.safe_load``, refusing (``_TooDeep``) collections nested over MAX_DEPTH levels before composing them:
-    their events are streamed first, so a file of ten thousand ``[`` costs as much as one of fifty."""
+    their events are streamed first, so a file of ten thousand ``[`` costs as much as one of fifty. A key
+    given twice in one mapping is refused too (``_DuplicateKey``)."""
     depth = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.CollectionStartEvent):
@@ -626,6 +655,7 @@ def _safe_load(text: str) -> Any:
                 raise _TooDeep
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+    _check_unique_keys(text)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -643,6 +673,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except _TooDeep:
         raise ConfigError(
             f"{path}: nested too deeply (over {MAX_DEPTH} levels of lists or mappings); a config is a few levels of sections"
+        ) from None
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{path}: line {exc.again}: key '{exc.key}' is given twice (also on line {exc.first}); YAML would keep only "
+            "the last: merge them into one"
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -681,8 +716,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(
                 f"--set {_shown(item)}: the value is nested too deeply (over {MAX_DEPTH} levels); give a plain value or a short list"
             ) from None
-        except yaml.YAMLError:
-            value = text
+        except yaml.YAMLError as exc:
+            if text.strip()[:1] in ("[", "{") or isinstance(exc, _DuplicateKey):  # meant as a list or mapping
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise ConfigError(
+                    f"--set {_shown(item)}: the value is not valid YAML ({problem}); close its brackets, or quote "
+                    "it to mean a string"
+                ) from None
+            value = text  # a plain string YAML cannot read (`name=a: b`): taken as written
         node = raw
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)

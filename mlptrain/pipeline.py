@@ -388,6 +388,8 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     from mlptrain.config import apply_overrides, load_spec
 
     run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.parent.name == "checkpoints":
+        raise RunDirError(f"{run_dir}: a checkpoint, not a run directory; give its run's directory: mlptrain resume {run_dir.parent.parent}")
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: no such run directory; give the directory `mlptrain fit` printed")
     last = run_dir / "checkpoints" / "last.pt"
@@ -396,7 +398,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
             f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
             "stopped before its first epoch ended); start it again with mlptrain fit"
         )
-    state = checkpoint.load(last)
+    state = checkpoint.load(last, damaged_hint="this run cannot go on from it: start it again with mlptrain fit (best.pt, if whole, still serves eval and predict)")
     if "resume" not in state:
         raise CheckpointError(f"{last}: written by an older mlptrain, without the state resume needs; start the run again")
     stored = state["spec"]

@@ -97,6 +97,10 @@ def fit(*extra: str) -> list[str]:
 # setups that need more than files
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
 def truncated_copy(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
     raw = ck["csv"].read_bytes()
     (tmp / "trunc.pt").write_bytes(raw[: len(raw) // 2])
@@ -412,6 +416,21 @@ ROWS = [
     pytest.param(Row(fit(), 2, ["data.target 'y' is also in data.features", "remove it from data.features"],
                      {**cfg("data: {name: csv, path: d.csv, target: y, features: [a, y]}\n"), "d.csv": TRAIN_CSV}),
                  id="target-listed-as-a-feature"),
+    pytest.param(Row(["validate", "cfg.yaml"], 2, ["cfg.yaml", "line 3", "key 'model' is given twice (also on line 2)", "merge them"],
+                     cfg("data: {name: moons}\nmodel: {hidden: [8]}\nmodel: {hidden: [16]}\n")), id="config-key-given-twice"),
+    pytest.param(Row(["validate", "cfg.yaml"], 2, ["cfg.yaml", "line 4", "key 'lr' is given twice (also on line 3)"],
+                     cfg("data: {name: moons}\noptimizer:\n  lr: 0.1\n  lr: 0.2\n")), id="config-nested-key-given-twice"),
+    pytest.param(Row(["validate", "cfg.yaml", "--set", "model.hidden=[128,"], 2,
+                     ["--set 'model.hidden=[128,'", "not valid YAML", "close its brackets"], cfg(MOONS)), id="set-value-unclosed-list"),
+    pytest.param(Row(["eval", "{blob_ckpt}", "--data", "x.npy"], 3, ["x.npy", "found x", "an NPY file holds one array", "NPZ"],
+                     {"x.npy": lambda p: np.save(p, np.zeros((3, 3), np.float32))}), id="eval-data-npy-without-labels"),
+    pytest.param(Row(["eval", "{tmp}"], 4, ["a directory, not a checkpoint", "give a .pt file"]), id="eval-a-directory"),
+    pytest.param(Row(["resume", "{blob_ckpt}"], 5, ["a checkpoint, not a run directory", "mlptrain resume"]),
+                 id="resume-a-checkpoint-file"),
+    pytest.param(Row(["resume", "stopped"], 4, ["last.pt", "truncated, damaged", "failed finding central directory)",
+                                                "this run cannot go on from it", "start it again"],
+                     setup=lambda tmp, ck, mp: (interrupted_run(tmp, ck, mp), _truncate(tmp / "stopped" / "checkpoints" / "last.pt")),
+                     run_dir=False), id="resume-a-damaged-last-pt"),
     # --- run directory --------------------------------------------------------------------------
     pytest.param(Row(fit("--run-dir", "old-run"), 5, ["old-run", "already exists and is not empty", "pick a new directory"],
                      cfg(MOONS), setup=existing_run, run_dir=False), id="run-dir-not-empty"),

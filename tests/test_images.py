@@ -309,6 +309,7 @@ def test_download_without_a_network_fails_fast_in_one_line(tmp_path, no_network,
     text = one_line(exc)
     assert text.startswith("data.download: could not download") and "Network is unreachable" in text
     assert str(tmp_path / "dl") in text and "put the files in" in text
+    assert "or run with data.download: true on a machine with a network" in text and "or set data.download" not in text
     assert socket.getdefaulttimeout() == before
 
 

@@ -168,9 +168,11 @@ def missing_message(spec: DataSpec, partial: Optional[tuple[Path, list[str]]] = 
     ways = f"put the files in {layout}"
     if image_set.package:
         ways = f"install them with `apt-get install -y {image_set.package}` (into {image_set.system_dirs[0]}/) or {ways}"
+    download = "or run with data.download: true on a machine with a network" if spec.download else \
+        "or set data.download: true (with data.root) on a machine with a network"
     return (
         f"data.name '{spec.name}': {_title(spec)} files not found: looked for {wanted} {places}{found}; "
-        f"get them in one of two ways: {ways}; or set data.download: true (with data.root) on a machine with a network"
+        f"get them in one of two ways: {ways}; {download}"
     )
 
 

@@ -203,7 +203,9 @@ def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a readable NPZ/NPY file ({exc})") from None
     arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
     if "x" not in arrays or (need_target and "y" not in arrays):
-        raise DataError(f"{path}: needs arrays named 'x' and 'y'; found {', '.join(arrays) or 'none'}")
+        kind = "an NPY file holds one array, the inputs: give an NPZ with arrays 'x' and 'y'" if path.suffix == ".npy" else \
+            "save it with np.savez(path, x=inputs, y=targets)"
+        raise DataError(f"{path}: needs arrays named 'x' and 'y'; found {', '.join(arrays) or 'none'}; {kind}")
     return arrays
 
 
