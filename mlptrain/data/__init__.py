@@ -450,6 +450,15 @@ def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
     def pick(header: list[str]) -> tuple[list[str], list[str]]:
         targets = [t for t in state["target_names"] if t in header]
         names = state["feature_names"]
-        return targets, names if all(f in header for f in names) else [c for c in header if c not in targets]
+        if all(f in header for f in names):
+            return targets, names
+        columns = [c for c in header if c not in targets]
+        if len(columns) != len(names):  # before reading a value: the wrong file, not a bad cell
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise DataError(
+                f"{path}: has {len(columns)} feature columns ({', '.join(columns[:8])}), the model was trained on "
+                f"{len(names)} ({shown}); give a file with those columns"
+            )
+        return targets, columns
 
     return read_csv(path, pick, need_target)
