@@ -17,14 +17,18 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.
     return torch.bincount(idx, minlength=k * k).reshape(k, k)
 
 
-def _macro(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Macro precision/recall/F1; a class with no predictions (or no members) scores 0, as in sklearn."""
+def _macro(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, only_present: bool) -> dict[str, torch.Tensor]:
+    """Macro precision/recall/F1, as sklearn's ``average="macro"``: a class with no predictions (or no
+    members) scores 0. ``only_present`` (single-label tasks): average over the classes among the labels
+    or the predictions only, as sklearn does; a class absent from both would count as a 0."""
     tp, fp, fn = tp.double(), fp.double(), fn.double()
     precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1), torch.zeros_like(tp))
     recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), torch.zeros_like(tp))
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), torch.zeros_like(tp))
-    return {"precision": precision.mean(), "recall": recall.mean(), "f1": f1.mean()}
+    weight = ((tp + fp + fn) > 0).double() if only_present else torch.ones_like(tp)
+    n = weight.sum().clamp(min=1)
+    return {"precision": (precision * weight).sum() / n, "recall": (recall * weight).sum() / n, "f1": (f1 * weight).sum() / n}
 
 
 def compute_metrics(task: str, logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict[str, float]:
@@ -44,12 +48,12 @@ def compute_metrics(task: str, logits: torch.Tensor, target: torch.Tensor, n_cla
         out = {
             "accuracy": (pred == t).all(dim=1).double().mean(),
             "hamming_loss": (pred != t).double().mean(),
-            **_macro(tp, fp, fn),
+            **_macro(tp, fp, fn, only_present=False),
         }
     else:
         pred = predict_classes(task, logits).reshape(-1)
         cm = confusion_matrix(pred, target.reshape(-1), n_classes)
         tp = cm.diag()
         acc = tp.sum().double() / cm.sum().clamp(min=1)
-        out = {"accuracy": acc, "zero_one_loss": 1 - acc, **_macro(tp, cm.sum(0) - tp, cm.sum(1) - tp)}
+        out = {"accuracy": acc, "zero_one_loss": 1 - acc, **_macro(tp, cm.sum(0) - tp, cm.sum(1) - tp, only_present=True)}
     return {k: float(v) for k, v in out.items()}

@@ -51,24 +51,29 @@ def test_multiclass_metrics_match_sklearn(seed):
     y_true, y_pred = target.numpy(), logits.argmax(1).numpy()
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
     assert m["zero_one_loss"] == pytest.approx(1 - m["accuracy"])
-    labels = list(range(5))
-    assert m["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    assert m["recall"] == pytest.approx(skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    assert m["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    assert m["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, average="macro", zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y_true, y_pred, average="macro", zero_division=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 
 def test_multiclass_class_never_predicted_scores_zero_like_sklearn():
-    # Class 3 is in the data but never predicted, class 4 neither present nor predicted.
+    # Class 3 is in the data but never predicted (it scores 0); class 4 neither present nor predicted
+    # (left out of the average, as sklearn's default labels leave it out).
     target = torch.tensor([0, 1, 2, 3, 3, 0, 1, 2])
     pred = torch.tensor([0, 1, 2, 0, 1, 0, 2, 2])
     logits = torch.nn.functional.one_hot(pred, 5).float()
     m = compute_metrics("multiclass", logits, target, 5)
-    labels = list(range(5))
     y_true, y_pred = target.numpy(), pred.numpy()
-    assert m["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    assert m["recall"] == pytest.approx(skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-    assert m["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+    assert m["precision"] == pytest.approx(skm.precision_score(y_true, y_pred, average="macro", zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y_true, y_pred, average="macro", zero_division=0))
+    assert m["f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
     assert m["accuracy"] == pytest.approx(5 / 8)
+
+
+def test_a_split_without_one_class_scores_perfect_predictions_as_perfect():
+    target = torch.tensor([0, 0, 1, 1, 1])  # class 2 of 3 is in neither the labels nor the predictions
+    m = compute_metrics("multiclass", torch.nn.functional.one_hot(target, 3).float(), target, 3)
+    assert m["precision"] == m["recall"] == m["f1"] == 1.0
 
 
 def test_perfect_predictions():
