@@ -502,6 +502,15 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
         g.set_state(state["generators"][name])
 
 
+def epoch_steps(n: int, batch_size: Optional[int], drop_last: bool, model: nn.Module) -> int:
+    """Optimizer steps in an epoch of ``n`` rows (the length of a per-step schedule is built from it).
+    BatchNorm cannot normalize a batch of one row in training mode: such a tail batch is dropped."""
+    bs = n if batch_size is None else min(batch_size, n)
+    tail = n % bs
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return n // bs + (1 if tail and not (drop_last or (has_bn and tail == 1)) else 0)
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -532,11 +541,7 @@ def fit(
     stream = loop.host_batches
     device = torch.device(loop.device) if loop.device is not None else x.device
     bs = n if loop.batch_size is None else min(loop.batch_size, n)
-    # BatchNorm cannot normalize a batch of one row in training mode: drop such a tail batch.
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    tail = n % bs
-    drop_tail = loop.drop_last or (has_bn and tail == 1)
-    steps_per_epoch = n // bs + (1 if tail and not drop_tail else 0)
+    steps_per_epoch = epoch_steps(n, loop.batch_size, loop.drop_last, model)
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size {bs} with drop_last leaves no batch of the {n} training rows")
     generators = {"shuffle": torch.Generator().manual_seed(loop.seed)}
@@ -664,6 +669,7 @@ def fit(
             loss_sum.zero_()  # in place, every epoch: a CUDA graph adds into these very tensors
             correct.zero_()
             seen, window_steps, epoch_skipped = 0, 0, 0
+        used_lr = optimizer.param_groups[0]["lr"]  # the rate of the epoch's last step: what its row logs as lr
         if graphed is not None:
             graphed.start(order, first, window_steps)
         if epoch == resumed_at + 1 and (resumed_at or first):  # a resumed run's bar starts where it stopped
@@ -684,6 +690,7 @@ def fit(
                     rows = 0
                 else:
                     if loop.schedule_per_step:
+                        used_lr = optimizer.param_groups[0]["lr"]
                         schedule.step()
                     window_buf[window_steps] = detached
                     if graphed is not None:
@@ -729,7 +736,7 @@ def fit(
             val_start = time.perf_counter()
             values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size, loop.precision).items()})
             val_seconds += time.perf_counter() - val_start
-        values["lr"] = float(optimizer.param_groups[0]["lr"])
+        values["lr"] = float(used_lr)
         if epoch_skipped:
             values["train/skipped_batches"] = float(epoch_skipped)
         history.append({"epoch": epoch, **values})

@@ -28,7 +28,7 @@ from mlptrain import augment, checkpoint, data as datamod
 from mlptrain.backprop import Backprop, unsupported as backprop_unsupported
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
-    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, evaluate, fit, model_device, predict_logits, resolve_precision,
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, evaluate, fit, model_device, predict_logits, resolve_precision,
     run_over, score, unpack_history, unscale,
 )
 from mlptrain.errors import (
@@ -236,9 +236,9 @@ def train(
     per_step = sched.interval == "step" and sched.name != "reduce_on_plateau"
     batch = None if spec.train.batch_size == "full" else int(spec.train.batch_size)
     n_train = len(prepared.train.x)
-    steps = 1 if batch is None else -(-n_train // batch)
-    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
     spec.train.check_rows(n_train)
+    steps = epoch_steps(n_train, batch, spec.train.drop_last, model)  # as many as the engine takes (drop_last, BatchNorm)
+    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
     ckpt_spec = spec.train.checkpoint
     loop = Loop(
         epochs=spec.train.epochs, batch_size=batch, eval_batch_size=spec.train.eval_batch_size,

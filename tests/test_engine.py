@@ -615,6 +615,23 @@ def test_pipeline_early_stopping_on_val_accuracy(tmp_path):
     assert out.metrics["val"]["accuracy"] == pytest.approx(accs[-1])
 
 
+@pytest.mark.parametrize("dropped", [{"train": {"drop_last": True}}, {"model": {"hidden": [8], "norm": "batch"}, "train": {"batch_size": 83}}])
+def test_a_per_step_schedule_spans_the_steps_the_engine_takes(tmp_path, dropped):
+    """drop_last, or BatchNorm's dropped tail of one row: the schedule is as long as the steps run,
+    so a cosine decays to its end; each row's lr is the one its epoch's last step used."""
+    sections = {"scheduler": {"name": "cosine", "interval": "step"}, "optimizer": {"name": "sgd", "lr": 0.1},
+                "data": {"name": "moons", "n_samples": 120, "split": {"val": 0.15, "test": 0.15, "seed": 0}}}
+    for key, value in dropped.items():
+        sections[key] = {**sections.get(key, {}), **value}
+    spec = _spec(tmp_path, **sections)
+    out = _train(spec, tmp_path)
+    per_epoch = 84 // spec.train.batch_size
+    assert out.summary["steps"] == 4 * per_epoch  # 84 training rows: the short (or one-row) tail batch dropped
+    total = out.summary["steps"]
+    used = [float(r["lr"]) for r in _metrics_csv(out.run_dir)]
+    assert used == pytest.approx([0.1 * (1 + math.cos(math.pi * (e * per_epoch - 1) / total)) / 2 for e in range(1, 5)])
+
+
 # ------------------------------------------------------------------------------------------
 # Checkpoints and run directories
 
