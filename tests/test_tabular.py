@@ -4,6 +4,7 @@ empty cells (every data.missing policy, fitted on train only), unseen categories
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -579,3 +580,68 @@ def test_numeric_csv_reader_for_built_in_models_names_bad_and_empty_cells(tmp_pa
     path.write_text("a,b,target\n1,2,0\n 2 ,3.5,1\n")
     table = read_csv(path, pick)
     assert table.x.tolist() == [[1.0, 2.0], [2.0, 3.5]] and table.y.tolist() == [0, 1]
+
+
+# ------------------------------------------------------------------------------------------------
+# A category is the same category in every file, however each file's reader typed its cells
+
+
+def _churn(n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"zip": rng.choice(["02134", "10001", "00501"], n), "age": rng.integers(18, 80, n),
+                         "label": rng.choice(["stay", "leave"], n)})
+
+
+def test_categorical_codes_keep_their_zeros_in_csv_and_match_a_text_parquet(tmp_path):
+    train = write(_churn(), tmp_path / "train.csv")
+    p = prep(name="csv", path=str(train), target="label", categorical=["zip"], split=NO_SPLIT)
+    assert [c["categories"] for c in p.state["tabular"]["columns"] if c["name"] == "zip"] == [["00501", "02134", "10001"]]
+    new = write(_churn().drop(columns="label"), tmp_path / "new.parquet")  # zip as text here
+    with_text = write(_churn().drop(columns="label").assign(zip=lambda f: f.zip.astype(object)), tmp_path / "new.csv")
+    for path in (new, with_text):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x, _, _ = data.read_inputs(path, DataSpec(name="csv", path=str(train), target="label", categorical=["zip"]), p.state, False)
+        assert not [w for w in caught if issubclass(w.category, DataWarning)]  # no 'categories unseen in training'
+        assert x[:, columns_of(p, "zip")].sum() == len(x)
+
+
+def test_a_true_false_column_with_stray_spaces_is_bool_and_matches_a_clean_one(tmp_path):
+    frame = _churn().assign(autopay=lambda f: np.where(np.arange(len(f)) % 2 == 0, " true", "false"))
+    p = prep(name="csv", path=str(write(frame, tmp_path / "train.csv")), target="label", split=NO_SPLIT)
+    assert {c["name"]: c["kind"] for c in p.state["tabular"]["columns"]}["autopay"] == "bool"
+    clean = write(frame.drop(columns="label").assign(autopay=lambda f: f.autopay.str.strip() == "true"), tmp_path / "new.csv")
+    x, _, _ = data.read_inputs(clean, DataSpec(name="csv", path="x.csv", target="label"), p.state, False)
+    assert x[:, columns_of(p, "autopay")].reshape(-1).tolist() == [1.0, 0.0] * (len(frame) // 2)
+    assert tabular.category_key(True) == tabular.category_key(" TRUE ") == "true"  # forced categorical: one key too
+
+
+def test_a_csv_that_is_not_utf8_is_one_line_naming_the_column_and_row(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("plan,age,label\nbasic,30,stay\ncafé,41,leave\n".encode("latin-1"))
+    with pytest.raises(DataError) as exc:
+        prep(name="csv", path=str(path), target="label", split=NO_SPLIT)
+    assert str(exc.value) == (f"{path}: column 'plan' is not UTF-8 text (row 3: b'caf\\xe9'); save the file as UTF-8 "
+                              "(e.g. in a spreadsheet: CSV UTF-8), or leave the column out with data.features")
+
+
+def test_an_id_saved_as_the_parquet_index_is_the_id(tmp_path, write_config):
+    frame = _churn().assign(id=[f"{i:05d}" for i in range(40)]).set_index("id")
+    frame.to_parquet(tmp_path / "train.parquet")
+    cfg = write_config(f"data: {{name: parquet, path: {tmp_path / 'train.parquet'}, target: label, id: id}}\n"
+                       "model: {hidden: [4]}\ntrain: {epochs: 1}\n")
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    frame.drop(columns="label").to_parquet(tmp_path / "new.parquet")
+    assert main(["predict", str(tmp_path / "run" / "checkpoints" / "best.pt"), str(tmp_path / "new.parquet"), "-o", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as f:
+        assert [r["id"] for r in csv.DictReader(f)][:2] == ["00000", "00001"]
+    frame.reset_index(drop=True).to_parquet(tmp_path / "plain.parquet")  # any other saved index is still no feature
+    assert "__index_level_0__" not in tabular.read_frame(tmp_path / "plain.parquet", "parquet").columns
+
+
+def test_uint64_beyond_int64_reads_as_large_numbers_not_negative_ones(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"u": pa.array([1, 2**63 + 5, 3, 2**64 - 1], pa.uint64())}), tmp_path / "u.parquet")
+    values = tabular.read_frame(tmp_path / "u.parquet", "parquet")["u"].values
+    assert values.min() >= 1 and values.max() == pytest.approx(2.0**64)

@@ -417,6 +417,7 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
         table = _tab.read_table(
             path, kind, state["target_names"], state["feature_names"], encoder.get("id"),
             need_target=need_target, use_target=need_target, need_id=False,
+            categorical=[c["name"] for c in encoder["columns"] if c["kind"] == "categorical"],
         )
         x = apply_scaler(_tab.encode(table.frame, encoder, str(path), at_fit=False), state["scaler"])
     else:

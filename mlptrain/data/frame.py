@@ -116,8 +116,8 @@ def _column(array: Any) -> tuple[np.ndarray, str, str]:
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         kind = "f" if pa.types.is_floating(t) else ("i" if pa.types.is_signed_integer(t) else "u")
         values = _buffer(array, f"{kind}{t.bit_width // 8}")
-        if kind != "f" and not nulls.any():
-            return values.astype(np.int64), "int64", "int"
+        if kind != "f" and not nulls.any() and not (kind == "u" and t.bit_width == 64 and values.max(initial=0) > np.iinfo(np.int64).max):
+            return values.astype(np.int64), "int64", "int"  # (uint64 beyond int64 goes on as floats, not wrapped)
         # integers with empty cells become floats, as in pandas
         values = values.astype(np.float64 if kind != "f" or t.bit_width > 32 else np.float32)
         values[nulls] = np.nan
@@ -130,6 +130,20 @@ def _column(array: Any) -> tuple[np.ndarray, str, str]:
     if pa.types.is_temporal(t):
         return values, str(t), "temporal"
     return values, "str" if (pa.types.is_string(t) or pa.types.is_large_string(t)) else str(t), "text"
+
+
+def pa_binary(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t))
+
+
+def _utf8(v: bytes) -> bool:
+    try:
+        v.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -172,7 +186,8 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
             raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
         meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))  # (.pandas_metadata imports pandas)
         index = [c for c in (meta.get("index_columns") or []) if isinstance(c, str)]
-        table = table.drop_columns([c for c in index if c in table.column_names])  # a saved pandas index is no feature
+        # a saved pandas index is no feature, unless it is the id the config names
+        table = table.drop_columns([c for c in index if c in table.column_names and c not in text])
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -196,6 +211,13 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
     names = _unique_names([str(c) for c in table.column_names])
     data, dtypes, kinds = {}, {}, {}
     for name, array in zip(names, table.columns):
+        if pa_binary(array.type):  # a CSV's reader gives bytes for text that is not UTF-8 (Latin-1 from Excel)
+            row = next((i for i, v in enumerate(array.to_pylist()) if v is not None and not _utf8(v)), None)
+            where = f" (row {row + 2}: {array[row].as_py()!r})" if row is not None and kind == "csv" else ""
+            raise DataError(
+                f"{path}: column '{name}' is not UTF-8 text{where}; save the file as UTF-8 (e.g. in a spreadsheet: "
+                "CSV UTF-8), or leave the column out with data.features"
+            )
         if name in text and kind == "parquet":
             import pyarrow as pa
 

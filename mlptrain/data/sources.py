@@ -259,5 +259,5 @@ def read_file(kind: str, path: Path, spec: DataSpec, need_target: bool = True) -
     if kind in ("csv", "parquet"):
         from mlptrain.data.tabular import read_table
 
-        return read_table(path, kind, spec.target, spec.features, spec.id, need_target)
+        return read_table(path, kind, spec.target, spec.features, spec.id, need_target, categorical=spec.categorical or ())
     return read_npz(path, need_target)

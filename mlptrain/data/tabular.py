@@ -64,14 +64,16 @@ def missing_mask(c: Column) -> np.ndarray:
 
 
 def category_key(v: Any) -> str:
-    """One spelling per category: 3, 3.0 and "3" are the same code; text loses outer spaces."""
+    """One spelling per category, whatever type a file's reader gave the cell: 3, 3.0 and "3" are the
+    same code; True and " true" are "true"; text loses outer spaces."""
     if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
+        return "true" if v else "false"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
         return str(int(v)) if float(v).is_integer() else repr(float(v))
-    return str(v).strip()
+    text = str(v).strip()
+    return text.lower() if text.lower() in ("true", "false") else text
 
 
 def _parse_number(v: Any) -> float:
@@ -174,6 +176,9 @@ def infer_kinds(frame: Frame, forced: Sequence[str], source: str) -> dict[str, s
         kind = _dtype_kind(c)
         if kind == "categorical" and c.kind == "text":
             filled = np.flatnonzero(~missing_mask(c))
+            if len(filled) and all(str(c.values[i]).strip().lower() in ("true", "false") for i in filled):
+                kinds[name] = "bool"  # true/false with a stray space or odd case: still a bool column, as others read it
+                continue
             numeric = np.fromiter((not math.isnan(_parse_number(c.values[i])) for i in filled), dtype=bool, count=len(filled))
             if len(filled) and numeric.all():
                 kind = "numeric"  # numbers stored as text (e.g. a Parquet string column)
@@ -194,7 +199,7 @@ def infer_kinds(frame: Frame, forced: Sequence[str], source: str) -> dict[str, s
 
 def read_table(
     path: Path, kind: str, target: Any, features: Optional[list[str]], id_column: Optional[str],
-    need_target: bool = True, use_target: bool = True, need_id: bool = True,
+    need_target: bool = True, use_target: bool = True, need_id: bool = True, categorical: Sequence[str] = (),
 ) -> Table:
     """A CSV/Parquet file -> Table with ``frame`` (raw feature columns), ``y`` (labels or values) and ``ids``.
 
@@ -203,7 +208,8 @@ def read_table(
     ``need_id=False`` (predict, ``eval --data``) reads a file for a trained model, whose columns are fixed.
     ``extra["columns"]`` describes every column used (role, dtype, kind, empty cells) for `validate`.
     """
-    frame = read_frame(path, kind, [id_column] if id_column else [])
+    # an id and categorical codes are read as the file writes them: 02134 stays 02134 in every file
+    frame = read_frame(path, kind, ([id_column] if id_column else []) + list(categorical))
     columns = list(frame.columns)
     targets = [target] if isinstance(target, str) else list(target or [])
     for t in targets:
