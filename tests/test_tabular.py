@@ -645,3 +645,22 @@ def test_uint64_beyond_int64_reads_as_large_numbers_not_negative_ones(tmp_path):
     pq.write_table(pa.table({"u": pa.array([1, 2**63 + 5, 3, 2**64 - 1], pa.uint64())}), tmp_path / "u.parquet")
     values = tabular.read_frame(tmp_path / "u.parquet", "parquet")["u"].values
     assert values.min() >= 1 and values.max() == pytest.approx(2.0**64)
+
+
+def test_a_value_beyond_float32_is_an_error_not_an_inf(tmp_path):
+    frame = _churn().astype({"age": float})
+    frame.loc[5, "age"] = 5e38
+    with pytest.raises(DataError) as exc:
+        prep(name="csv", path=str(write(frame, tmp_path / "t.csv")), target="label", split=NO_SPLIT)
+    assert str(exc.value).startswith(f"{tmp_path / 't.csv'} (train): column 'age' row 7 is 5e+38, beyond float32's range")
+
+
+def test_an_empty_column_is_named_and_a_bad_training_cell_names_the_file(tmp_path):
+    frame = _churn().assign(notes=None)
+    path = write(frame, tmp_path / "t.csv")
+    with pytest.raises(DataError, match=r"t.csv \(train\): column 'notes' is empty in every training row; leave it out with data.features"):
+        prep(name="csv", path=str(path), target="label", split=NO_SPLIT, missing="impute_mean")
+    frame = _churn().astype({"age": float})
+    frame.loc[3, "age"] = np.inf
+    with pytest.raises(DataError, match=r"t2.csv \(train\): column 'age' row 5 is infinite"):
+        prep(name="csv", path=str(write(frame, tmp_path / "t2.csv")), target="label", split=NO_SPLIT, missing="impute_mean")

@@ -326,7 +326,7 @@ def prepare(
         if "image_shape" in main.extra:  # image sets: [C, H, W] of the flattened rows
             state["image_shape"] = list(main.extra["image_shape"])
         if tabular:
-            encoder = _tab.fit_encoder(train.frame, kinds, spec.missing, spec.fill_value, spec.id)
+            encoder = _tab.fit_encoder(train.frame, kinds, spec.missing, spec.fill_value, spec.id, f"{source} (train)")
             state["tabular"] = encoder
             encoded["train"] = _tab.encode(train.frame, encoder, f"{source} (train)", "train")
             scaler = _fit_scaler(encoded["train"], spec.scale)

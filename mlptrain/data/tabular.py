@@ -318,12 +318,16 @@ def apply_policy(table: Table, policy: str, source: str) -> Table:
     return table.take(np.flatnonzero(~empty))
 
 
-def fit_encoder(frame: Frame, kinds: dict[str, str], policy: str, fill_value: float, id_column: Optional[str]) -> dict[str, Any]:
+def fit_encoder(
+    frame: Frame, kinds: dict[str, str], policy: str, fill_value: float, id_column: Optional[str], source: str = "training split"
+) -> dict[str, Any]:
     """Vocabularies and fill values from the training split only, as plain data for the checkpoint."""
     columns = []
     for name in frame.columns:
         s, kind = frame[name], kinds[name]
         miss = missing_mask(s)
+        if len(s) and miss.all():  # nothing to learn from, and every later value would be 'unseen'
+            raise DataError(f"{source}: column '{name}' is empty in every training row; leave it out with data.features")
         entry: dict[str, Any] = {"name": name, "kind": kind}
         if kind == "categorical":
             counts = Counter(category_key(v) for v in s.values[~miss])
@@ -335,7 +339,7 @@ def fit_encoder(frame: Frame, kinds: dict[str, str], policy: str, fill_value: fl
             else:
                 entry["fill"] = min(counts, key=lambda k: (-counts[k], k)) if counts else MISSING_CATEGORY
         else:
-            values = (_as_bools if kind == "bool" else as_numbers)(s, name, "training split", miss)[~miss]
+            values = (_as_bools if kind == "bool" else as_numbers)(s, name, source, miss)[~miss]
             if policy == "impute_constant":
                 fill = float(fill_value)
             elif len(values) == 0:
@@ -407,6 +411,13 @@ def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[s
         else:
             values = (_as_bools if kind == "bool" else as_numbers)(s, name, source, miss)
             values[miss] = c["fill"]
+            too_big = np.abs(values) > np.finfo(np.float32).max  # would be inf as the model's float32
+            if too_big.any():
+                i = int(too_big.nonzero()[0][0])
+                raise DataError(
+                    f"{source}: column '{name}' {_row_label(s, i, source)} is {values[i]:g}, beyond float32's range "
+                    "(±3.4e38) the model computes in; rescale the column (e.g. to other units)"
+                )
             block = values.astype(np.float32)[:, None]
         blocks.append(block)
     if unseen:
