@@ -12,7 +12,7 @@ from mlptrain import data
 from mlptrain.config import DataSpec, validate_dict
 from mlptrain.data import sources
 from mlptrain.data.sources import synthetic
-from mlptrain.errors import ConfigError, DataError
+from mlptrain.errors import ConfigError, DataError, DataWarning
 
 SYNTHETIC_TASKS = {
     "xor": "binary",
@@ -230,6 +230,18 @@ def test_stratify_keeps_rare_class_share_in_every_split(tmp_path):
         for split in (p.train, p.val, p.test):
             share = float(np.mean(split.y[:, 0] == rare))
             assert share == pytest.approx(0.1, abs=0.011)
+
+
+def test_a_class_of_one_row_stays_in_training_and_the_others_stay_stratified(tmp_path):
+    body = [[i, "rare" if i == 0 else ("a" if i % 3 == 0 else "b")] for i in range(120)]
+    csv = write_csv(tmp_path / "d.csv", ["f", "y"], body)
+    with pytest.warns(DataWarning, match=r"d.csv: class 'rare' has a single row; it stays in the training split"):
+        p = prep(name="csv", path=str(csv), target="y", split={"val": 0.25, "test": 0.25, "seed": 0})
+    names = p.state["class_names"]
+    assert int(np.sum(p.train.y == names.index("rare"))) == 1
+    for split in (p.train, p.val, p.test):  # 'a' is 39 of the 119 other rows: its share everywhere
+        share = float(np.mean(split.y == names.index("a")) / np.mean(split.y != names.index("rare")))
+        assert share == pytest.approx(39 / 119, abs=0.02)
 
 
 def test_without_stratify_proportions_drift():

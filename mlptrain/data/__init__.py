@@ -153,7 +153,8 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
 
 
 def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) row indices; stratified where every class has at least two rows.
+    """(kept, held out) row indices, stratified: each class gives its share of the held-out rows and
+    keeps at least one for training (a class of one row stays in training).
 
     ``fraction`` is a share of the ``n`` rows, or (an int) the number of rows to hold out. Written
     with numpy rather than sklearn's train_test_split: importing sklearn.model_selection costs
@@ -169,7 +170,7 @@ def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarr
     classes = counts = None
     if strata is not None:
         classes, inverse, counts = np.unique(strata, return_inverse=True, return_counts=True)
-        if not (counts.min() >= 2 and held >= len(counts) and n - held >= len(counts)):
+        if not (held >= (counts >= 2).sum() and n - held >= len(counts)):
             classes = None
     if classes is None:
         held_out = rng.permutation(n)[:held]
@@ -295,6 +296,15 @@ def prepare(
         rows["test"] = main.extra["test"]
     # Hold out by fraction what was not given as a file: test first, then val from the rest.
     strata = main.y.reshape(len(main.y), -1)[:, 0] if (task in ("binary", "multiclass") and spec.split.stratify) else None
+    if strata is not None and any(rows[k] is None and f > 0 for k, f in (("test", spec.split.test), ("val", spec.split.val))):
+        values, counts = np.unique(strata, return_counts=True)
+        if (counts == 1).any():
+            alone = ", ".join(repr(str(v)) for v in values[counts == 1][:5])
+            warnings.warn(DataWarning(
+                f"{source}: class {alone} has a single row; it stays in the training split (val and test have none of it)"
+                if (counts == 1).sum() == 1 else
+                f"{source}: classes {alone} have a single row each; they stay in the training split (val and test have none of them)"
+            ), stacklevel=2)
     keep = np.arange(len(main.x))
     for split, fraction in (("test", spec.split.test), ("val", spec.split.val)):
         if rows[split] is not None or fraction <= 0:
