@@ -227,6 +227,12 @@ def train(
     prepared, model, task = built.prepared, built.model, built.task
     if resume is not None:
         _check_same_data(resume, prepared, run_path)
+    names = prepared.state["class_names"]
+    if resume is None and spec.task == "auto" and task.name == "multiclass" and len(names) > 10 and all(
+        n.lstrip("-").isdigit() for n in names
+    ):  # a guess worth saying: integer scores or counts read as classes
+        notify(f"warning: data.target: {len(names)} integer values ({names[0]} to {names[-1]}) are taken for classes "
+               "(task: auto); set task: regression if they are quantities")
     model.to(device)
     has_val = prepared.val is not None
     es = spec.train.early_stopping

@@ -664,3 +664,15 @@ def test_an_empty_column_is_named_and_a_bad_training_cell_names_the_file(tmp_pat
     frame.loc[3, "age"] = np.inf
     with pytest.raises(DataError, match=r"t2.csv \(train\): column 'age' row 5 is infinite"):
         prep(name="csv", path=str(write(frame, tmp_path / "t2.csv")), target="label", split=NO_SPLIT, missing="impute_mean")
+
+
+def test_many_integer_target_values_taken_for_classes_are_said_at_fit(tmp_path, write_config, capsys):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=300), "score": np.tile(np.arange(20, 50), 10)})
+    path = write(frame, tmp_path / "scores.csv")
+    cfg = write_config(f"data: {{name: csv, path: {path}, target: score}}\nmodel: {{hidden: [4]}}\ntrain: {{epochs: 1}}\n")
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "a")]) == 0
+    assert ("warning: data.target: 30 integer values (20 to 49) are taken for classes (task: auto); set task: regression "
+            "if they are quantities") in capsys.readouterr().err
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "b"), "--set", "task=multiclass"]) == 0
+    assert "integer values" not in capsys.readouterr().err  # said by the config: nothing to warn about
