@@ -733,3 +733,11 @@ def test_moons_and_circles_have_their_shapes(name):
         centre = np.where(y[:, None] == 0, [0.0, 0.0], [1.0, 0.5])
         np.testing.assert_allclose(np.hypot(*(x - centre).T), 1.0, atol=1e-6)
         assert (x[y == 0, 1] >= -1e-6).all() and (x[y == 1, 1] <= 0.5 + 1e-6).all()
+
+
+def test_integer_labels_written_as_floats_are_the_same_classes():
+    state = {"class_names": ["0", "1", "2"]}
+    codes = data.encode_targets(np.array([0.0, 2.0, 1.0]), "multiclass", state, "f.csv")
+    assert codes.tolist() == [0, 2, 1]
+    with pytest.raises(DataError, match=r"labels \['1.5'\] were not seen in training"):
+        data.encode_targets(np.array([1.5]), "multiclass", state, "f.csv")

@@ -139,7 +139,7 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
     names = state["class_names"]
     index = {name: i for i, name in enumerate(names)}
     raw = np.asarray(y).reshape(-1)
-    keys = [str(v.item() if hasattr(v, "item") else v) for v in raw]
+    keys = [_class_key(str(v.item() if hasattr(v, "item") else v), index) for v in raw]
     unknown = sorted({k for k in keys if k not in index})
     if unknown:
         raise DataError(
@@ -150,6 +150,17 @@ def encode_targets(y: np.ndarray, task: str, state: dict[str, Any], source: str)
     if task == "binary":
         return codes.astype(np.float32)[:, None]
     return codes
+
+
+def _class_key(key: str, index: dict[str, int]) -> str:
+    """A label as the class name it spells: 1.0 (a file's reader made the column float) is class 1."""
+    if key in index:
+        return key
+    try:
+        number = float(key)
+    except ValueError:
+        return key
+    return str(int(number)) if number.is_integer() and str(int(number)) in index else key
 
 
 def _split_indices(n: int, fraction: float, seed: int, strata: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
