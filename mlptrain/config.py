@@ -340,7 +340,9 @@ class LossSpec(NamedSection):
         None,
         description="cross_entropy, nll and bce (binary): weight each row's loss by its class: `balanced` "
         "(n_samples / (n_classes * count) on the training split, scikit-learn's formula) or {class_name: weight} "
-        "(unlisted classes 1). The loss is the weighted mean Σ w ℓ / Σ w (PyTorch's cross_entropy convention).",
+        "(unlisted classes 1). The loss is the weighted mean Σ w ℓ / Σ w (PyTorch's cross_entropy convention). "
+        "val/loss and test loss are weighted too, so a val/loss monitor follows the objective trained (Keras "
+        "weighs the training loss only); accuracy, precision, recall and F1 are never weighted.",
     )
 
     @field_validator("class_weight", mode="before")
