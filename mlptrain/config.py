@@ -192,6 +192,10 @@ class DataSpec(Section):
                 if given:
                     raise ValueError(f"data.{given[0]} applies to csv/parquet files only, not to '{self.name}' arrays")
             targets = [self.target] if isinstance(self.target, str) else list(self.target or [])
+            for key, names in (("target", targets), ("features", self.features or []), ("categorical", self.categorical or [])):
+                twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+                if twice is not None:
+                    raise ValueError(f"data.{key} names '{twice}' twice; list each column once")
             both = [t for t in targets if t in (self.features or [])]
             if both:
                 raise ValueError(
