@@ -676,3 +676,25 @@ def test_many_integer_target_values_taken_for_classes_are_said_at_fit(tmp_path, 
             "if they are quantities") in capsys.readouterr().err
     assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "b"), "--set", "task=multiclass"]) == 0
     assert "integer values" not in capsys.readouterr().err  # said by the config: nothing to warn about
+
+
+@pytest.mark.parametrize("sep, suffix", [(";", ".csv"), ("\t", ".tsv"), ("|", ".csv"), (",", ".csv")])
+def test_the_separator_is_read_off_the_header(tmp_path, sep, suffix):
+    path = tmp_path / f"d{suffix}"
+    _churn().to_csv(path, sep=sep, index=False)
+    p = prep(name="csv", path=str(path), target="label", categorical=["zip"], split=NO_SPLIT)
+    assert p.state["feature_names"] == ["zip", "age"] and len(p.train.x) == 40
+    assert tabular.kind_of_path(path) == "csv"
+    quoted = tmp_path / "q.csv"  # a separator inside a quoted header name does not count
+    quoted.write_text('"a;b",c,label\n1,2,x\n3,4,y\n')
+    assert tabular.read_frame(quoted, "csv").columns == ["a;b", "c", "label"]
+
+
+def test_numbers_typed_with_separators_or_symbols_are_said_to_be_text(tmp_path):
+    frame = _churn().assign(income=[f"{1000 + 37 * i:,}" for i in range(40)])
+    with pytest.warns(DataWarning, match=r"column 'income' looks like numbers written with separators or symbols \('1,000'\)"):
+        prep(name="csv", path=str(write(frame, tmp_path / "t.csv")), target="label", split=NO_SPLIT)
+    frame = _churn().astype({"age": object})
+    frame.loc[::2, "age"] = "1,5"
+    with pytest.raises(DataError, match=r"non-numeric value '1,5'.*; a decimal comma\? write numbers with a decimal point"):
+        prep(name="csv", path=str(write(frame, tmp_path / "t2.csv")), target="label", split=NO_SPLIT)

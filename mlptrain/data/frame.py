@@ -132,6 +132,27 @@ def _column(array: Any) -> tuple[np.ndarray, str, str]:
     return values, "str" if (pa.types.is_string(t) or pa.types.is_large_string(t)) else str(t), "text"
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def delimiter(path: Path) -> str:
+    """The field separator of a CSV, read off its header line: a comma, or the one of ; tab | that
+    appears most often outside quotes there (spreadsheets in many locales write ;, .tsv files tabs)."""
+    with open(path, "rb") as f:
+        head = f.read(65536).decode("utf-8", errors="replace").lstrip("\ufeff")
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in head:
+        if ch == '"':
+            quoted = not quoted
+        elif ch in "\r\n" and not quoted:
+            break
+        elif not quoted and ch in counts:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])  # (a tie, or none at all: the comma, first)
+    return best if counts[best] > 0 else ","
+
+
 def pa_binary(t: Any) -> bool:
     import pyarrow as pa
 
@@ -194,8 +215,8 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
 
         try:
             table = pacsv.read_csv(
-                path,
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),  # a quoted cell may span lines
+                path,  # a quoted cell may span lines
+                parse_options=pacsv.ParseOptions(delimiter=delimiter(path), newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     null_values=NA_STRINGS, strings_can_be_null=True, column_types={c: pa.string() for c in text}
                 ),

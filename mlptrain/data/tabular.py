@@ -25,6 +25,7 @@ value are always dropped, with a warning.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -38,7 +39,7 @@ from mlptrain.errors import DataError, DataWarning
 
 MISSING_CATEGORY = "<missing>"
 FIX_HINT = "set data.missing to drop, impute_mean, impute_median or impute_constant"
-SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet"}  # (a CSV's separator is read off its header)
 
 
 def kind_of_path(path: Path) -> Optional[str]:
@@ -90,6 +91,16 @@ def _parse_number(v: Any) -> float:
     return math.nan
 
 
+# a number as people type it: thousands separators, a decimal comma, a currency sign, a percent, a − sign
+_FORMATTED = re.compile(r"\s*[-+\u2212]?\s*[$€£¥]?\s*\d[\d,.' ]*\s*%?\s*")
+
+
+def _comma_hint(v: Any) -> str:
+    """For 1,5 or 1.200,50: numbers here need a decimal point and no thousands separators."""
+    return "; a decimal comma? write numbers with a decimal point (1.5) and no separators" if re.fullmatch(
+        r"\s*[-+]?\d{1,3}([.,' ]\d{3})*,\d+\s*|\s*[-+]?\d+,\d+\s*", str(v)) else ""
+
+
 _TRUE = {"true", "1", "1.0", "yes", "t", "y"}
 _FALSE = {"false", "0", "0.0", "no", "f", "n"}
 
@@ -113,7 +124,7 @@ def as_numbers(c: Column, name: str, source: str, miss: np.ndarray) -> np.ndarra
             i = int(bad.nonzero()[0][0])
             raise DataError(
                 f"{source}: column '{name}' {_row_label(c, i, source)} has non-numeric value {c.values[i]!r}; "
-                "this column holds numbers"
+                f"this column holds numbers{_comma_hint(c.values[i])}"
             )
         values[miss] = np.nan
     bad = ~np.isfinite(values) & ~np.isnan(values)
@@ -187,8 +198,15 @@ def infer_kinds(frame: Frame, forced: Sequence[str], source: str) -> dict[str, s
                 raise DataError(
                     f"{source}: column '{name}' {_row_label(c, i, source)} has non-numeric value {c.values[i]!r}; "
                     "features must be numbers (list the column in data.categorical to treat it as categories, "
-                    "or drop it with data.features)"
+                    f"or drop it with data.features){_comma_hint(c.values[i])}"
                 )
+            elif len(filled) and np.mean([bool(_FORMATTED.fullmatch(str(c.values[i]))) for i in filled[~numeric]]) >= 0.9:
+                example = c.values[filled[~numeric][0]]
+                warnings.warn(DataWarning(
+                    f"{source}: column '{name}' looks like numbers written with separators or symbols ({example!r}); it "
+                    "is one-hot encoded as text: write plain numbers (1200.5) to use it as numbers, or list it in "
+                    "data.categorical to keep it as categories"
+                ), stacklevel=2)
         kinds[name] = kind
     return kinds
 
