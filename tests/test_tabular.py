@@ -698,3 +698,10 @@ def test_numbers_typed_with_separators_or_symbols_are_said_to_be_text(tmp_path):
     frame.loc[::2, "age"] = "1,5"
     with pytest.raises(DataError, match=r"non-numeric value '1,5'.*; a decimal comma\? write numbers with a decimal point"):
         prep(name="csv", path=str(write(frame, tmp_path / "t2.csv")), target="label", split=NO_SPLIT)
+
+
+def test_a_pandas_categorical_of_integers_in_parquet_is_categorical(tmp_path):
+    frame = _churn().assign(size_code=pd.Categorical(np.arange(40) % 3 + 1))
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    p = prep(name="parquet", path=str(tmp_path / "t.parquet"), target="label", split=NO_SPLIT)
+    assert [n for n in p.state["tabular"]["encoded_names"] if n.startswith("size_code")] == ["size_code=1", "size_code=2", "size_code=3"]

@@ -197,6 +197,7 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
     if not path.is_file():
         raise DataError(f"{path}: data file not found; check data.path in the config")
     label = "Parquet file" if kind == "parquet" else "CSV"
+    categories: set[str] = set()
     if kind == "parquet":
         import pyarrow.parquet as pq
 
@@ -209,6 +210,8 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
         index = [c for c in (meta.get("index_columns") or []) if isinstance(c, str)]
         # a saved pandas index is no feature, unless it is the id the config names
         table = table.drop_columns([c for c in index if c in table.column_names and c not in text])
+        # pandas writes a Categorical of integers as plain integers, saying so only in its metadata
+        categories = {c.get("name") for c in meta.get("columns") or [] if c.get("pandas_type") == "categorical"}
     else:
         import pyarrow as pa
         import pyarrow.csv as pacsv
@@ -244,4 +247,6 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
 
             array = array.cast(pa.string())  # a typed id column: its values as text (ints stay ints)
         data[name], dtypes[name], kinds[name] = _column(array)
+        if name in categories and kinds[name] != "category":
+            data[name], dtypes[name], kinds[name] = data[name].astype(object), "category", "category"
     return Frame(data, dtypes, kinds, np.arange(table.num_rows))
