@@ -705,3 +705,16 @@ def test_a_pandas_categorical_of_integers_in_parquet_is_categorical(tmp_path):
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     p = prep(name="parquet", path=str(tmp_path / "t.parquet"), target="label", split=NO_SPLIT)
     assert [n for n in p.state["tabular"]["encoded_names"] if n.startswith("size_code")] == ["size_code=1", "size_code=2", "size_code=3"]
+
+
+def test_labels_that_differ_only_in_case_are_said_to_be_separate_classes(tmp_path):
+    frame = _churn().assign(label=["Yes", "yes", "No"] * 13 + ["no"])
+    with pytest.warns(DataWarning, match=r"classes 'No', 'no'; 'Yes', 'yes' differ only in case, so they are separate classes"):
+        p = prep(name="csv", path=str(write(frame, tmp_path / "t.csv")), target="label", split=NO_SPLIT)
+    assert p.state["class_names"] == ["No", "Yes", "no", "yes"]
+
+
+def test_several_text_target_columns_get_a_message_that_names_the_two_shapes(tmp_path):
+    frame = _churn().assign(tag_a=["yes", "no"] * 20, tag_b=["no", "yes"] * 20).drop(columns="label")
+    with pytest.raises(DataError, match=r"labels such as 'yes'; several target columns are multilabel \(each 0/1"):
+        prep(name="csv", path=str(write(frame, tmp_path / "t.csv")), target=["tag_a", "tag_b"], split=NO_SPLIT)

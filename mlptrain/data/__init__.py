@@ -108,14 +108,15 @@ def target_values(y: np.ndarray, task: str, source: str) -> np.ndarray:
         return np.asarray(y, dtype=np.float32).reshape(len(y), -1)
     except (TypeError, ValueError):
         pass
+    several = y.ndim == 2 and y.shape[1] > 1
     for v in np.asarray(y, dtype=object).reshape(-1):
         try:
             float(v)
         except (TypeError, ValueError):
-            raise DataError(
-                f"{source}: task '{task}' needs numeric targets, but the target holds labels such as {str(v)!r}; "
+            fix = ("several target columns are multilabel (each 0/1, or true/false) or multi-output regression "
+                   "(numbers): write the labels as 0/1, or give one label column as data.target") if several else \
                 "for class labels set task: auto, binary or multiclass"
-            ) from None
+            raise DataError(f"{source}: task '{task}' needs numeric targets, but the target holds labels such as {str(v)!r}; {fix}") from None
     raise DataError(f"{source}: task '{task}' needs one number per target cell")  # ragged object arrays
 
 
@@ -295,6 +296,15 @@ def prepare(
             )
         if task == "binary" and len(names) != 2:
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
+        spellings: dict[str, list[str]] = {}
+        for name in names:
+            spellings.setdefault(name.casefold(), []).append(name)
+        same = [", ".join(map(repr, group)) for group in spellings.values() if len(group) > 1]
+        if same:
+            warnings.warn(DataWarning(
+                f"{source}: classes {'; '.join(same[:3])} differ only in case, so they are separate classes; "
+                "if they are one class, spell it one way in the file"
+            ), stacklevel=2)
     rows = {"train": main, "val": None, "test": None}
     # A split file's columns are matched by name to the training file's, not by position.
     split_spec = spec.model_copy(update={"features": list(main.feature_names)}) if spec.name in TABLE_NAMES else spec
