@@ -101,11 +101,6 @@ class SplitSpec(Section):
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the shuffle before splitting (independent of train.seed).")
     stratify: bool = Field(True, description="Keep class proportions equal across splits (classification).")
 
-    @model_validator(mode="after")
-    def _fractions(self) -> "SplitSpec":
-        if self.val + self.test >= 1.0:
-            raise ValueError(f"val + test = {self.val + self.test:g} leaves no training rows; keep it below 1")
-        return self
 
 
 class DataSpec(Section):
@@ -179,6 +174,16 @@ class DataSpec(Section):
     }
 
     @model_validator(mode="after")
+    def _fractions(self) -> "DataSpec":
+        """The rows held out by fraction: not the test split of an image set (its official one), nor a split given as a file."""
+        test = 0.0 if (self.name in IMAGE_NAMES or self.test_path) else self.split.test
+        val = 0.0 if self.val_path else self.split.val
+        if val + test >= 1.0:
+            shown = f"val + test = {val + test:g}" if test else f"val = {val:g}"
+            raise ValueError(f"data.split: {shown} leaves no training rows; keep it below 1")
+        return self
+
+    @model_validator(mode="after")
     def _files(self) -> "DataSpec":
         if self.name in FILE_NAMES:
             if not self.path and not self.train_path:
@@ -239,8 +244,12 @@ class AugmentSpec(Section):
         return self.hflip or self.shift > 0 or self.noise > 0
 
     def check_data(self, image_shape: Optional[Sequence[int]], data_name: str) -> None:
-        """Flips and shifts move pixels: refuse them on data without an image shape (fit and validate)."""
+        """Flips and shifts move pixels: refuse them on data without an image shape (fit and validate),
+        and a shift as large as the image, which would leave only black images."""
         if image_shape is not None:
+            side = min(int(v) for v in image_shape[1:])
+            if self.shift >= side:
+                raise ConfigError(f"augment.shift = {self.shift} moves {side}x{side} images out of the frame; keep it below {side} (2-4 is usual)")
             return
         for key, on in (("hflip", self.hflip), ("shift", self.shift > 0)):
             if on:

@@ -13,7 +13,9 @@ import json
 import pickle
 import socket
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from mlptrain import pipeline
 from mlptrain.cli import main
 from mlptrain.config import load_spec, validate_dict
 from mlptrain.data import images
-from mlptrain.errors import ConfigError, DataError
+from mlptrain.errors import ConfigError, DataError, DataWarning
 
 from imagefiles import CIFAR_NAMES, write_cifar, write_emnist, write_idx, write_mnist
 
@@ -472,3 +474,64 @@ def test_cli_missing_image_files_is_exit_3_and_one_line(tmp_path, capsys):
     assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: data.name 'mnist': MNIST files not found")
+
+
+# ------------------------------------------------------------------------------------------------
+# What eval and predict are given: every layout scaled as training was, or one line
+
+
+def _fashion_state(tmp_path) -> tuple[Any, dict]:
+    write_mnist(tmp_path / "fm")
+    spec = data_spec(name="fashion_mnist", root=str(tmp_path / "fm"), scale="none")
+    return spec, datamod.prepare(spec).state
+
+
+def test_pixels_in_a_csv_are_scaled_like_an_npz(tmp_path):
+    spec, state = _fashion_state(tmp_path)
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 28 * 28))
+    np.savez(tmp_path / "x.npz", x=pixels.astype(np.uint8))
+    (tmp_path / "x.csv").write_text(",".join(f"px{i}" for i in range(784)) + "\n" + "\n".join(",".join(map(str, r)) for r in pixels) + "\n")
+    from_npz = datamod.read_inputs(tmp_path / "x.npz", spec, state, need_target=False)[0]
+    from_csv = datamod.read_inputs(tmp_path / "x.csv", spec, state, need_target=False)[0]
+    np.testing.assert_allclose(from_csv, from_npz, rtol=1e-6)
+    assert from_csv.max() <= 1.0
+
+
+@pytest.mark.parametrize("x, words", [
+    (np.full((2, 28, 28), -0.5, np.float32), "pixel values run from -0.5 to -0.5"),
+    (np.full((2, 28, 28), 4000, np.uint16), "pixel values run from 4000 to 4000"),
+    (np.zeros((0, 28, 28), np.uint8), "holds no images"),
+    (np.array([[1] * 784] * 2, dtype=object), "not a readable NPZ/NPY file of plain arrays"),
+])
+def test_images_given_to_predict_out_of_range_empty_or_objects_are_one_line(tmp_path, x, words):
+    spec, state = _fashion_state(tmp_path)
+    np.save(tmp_path / "x.npy", x, allow_pickle=True)
+    with pytest.raises(DataError) as exc:
+        datamod.read_inputs(tmp_path / "x.npy", spec, state, need_target=False)
+    assert words in one_line(exc)
+
+
+def test_a_root_without_the_files_says_which_copy_is_read(tmp_path, system_dir):
+    write_mnist(system_dir)
+    with pytest.warns(DataWarning, match=rf"data.root {tmp_path / 'nothere'} does not exist; reading Fashion-MNIST from {system_dir}"):
+        datamod.prepare(data_spec(name="fashion_mnist", root=str(tmp_path / "nothere")))
+    write_mnist(tmp_path / "partial")
+    next((tmp_path / "partial").glob("t10k-images*")).unlink()
+    with pytest.warns(DataWarning, match=r"partial lacks t10k-images-idx3-ubyte; reading Fashion-MNIST from"):
+        datamod.prepare(data_spec(name="fashion_mnist", root=str(tmp_path / "partial")))
+
+
+def test_image_sets_ignore_split_test_and_refuse_a_shift_out_of_the_frame(tmp_path):
+    assert data_spec(name="fashion_mnist", split={"val": 0.9}).split.val == 0.9  # test 0.15 is not carved from it
+    write_mnist(tmp_path / "fm")
+    spec = validate_dict({"data": {"name": "fashion_mnist", "root": str(tmp_path / "fm")}, "augment": {"shift": 28}}, "t")
+    with pytest.raises(ConfigError, match=r"augment.shift = 28 moves 28x28 images out of the frame; keep it below 28"):
+        spec.augment.check_data([1, 28, 28], "fashion_mnist")
+
+
+def test_emnist_upper_and_lower_case_classes_are_not_warned_about(tmp_path):
+    write_emnist(tmp_path, "byclass", n_classes=62, n_train=124, n_test=62)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)
+        p = datamod.prepare(data_spec(name="emnist", subset="byclass", root=str(tmp_path)))
+    assert "A" in p.state["class_names"] and "a" in p.state["class_names"]

@@ -19,7 +19,7 @@ import numpy as np
 from mlptrain.config import SKLEARN_NAMES, SYNTHETIC_NAMES, TABLE_NAMES, DataSpec
 from mlptrain.data import tabular as _tab
 from mlptrain.data.sources import Table, bundled, read_file, synthetic
-from mlptrain.data.images import IMAGE_SETS, load_images, read_image_inputs, unit_floats
+from mlptrain.data.images import IMAGE_SETS, image_rows, load_images, read_image_inputs, unit_floats
 from mlptrain.errors import DataError, DataWarning
 
 __all__ = ["Split", "Prepared", "prepare", "stored", "read_inputs", "encode_targets"]
@@ -297,7 +297,7 @@ def prepare(
         if task == "binary" and len(names) != 2:
             raise DataError(f"{source}: task 'binary' needs exactly 2 classes, found {len(names)}; use task: multiclass")
         spellings: dict[str, list[str]] = {}
-        for name in names:
+        for name in names if tabular else ():  # (an image set's own classes, EMNIST's A and a, are meant)
             spellings.setdefault(name.casefold(), []).append(name)
         same = [", ".join(map(repr, group)) for group in spellings.values() if len(group) > 1]
         if same:
@@ -458,6 +458,8 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
             table = read_image_inputs(path, spec, state, need_target)
         else:
             table = read_npz(path, need_target) if kind is None else _builtin_csv(path, state, need_target)
+            if state.get("image_shape"):  # pixels in a CSV: scaled as training's were, like an NPZ's
+                table = replace(table, x=image_rows(table.x, path, state))
         # arrays for a csv/parquet model hold the encoded inputs (one-hot columns included)
         width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
         if table.x.shape[1] != width:

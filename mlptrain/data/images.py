@@ -23,6 +23,7 @@ import pickle
 import socket
 import string
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 
 from mlptrain.config import DataSpec
 from mlptrain.data.sources import Table, load_arrays
-from mlptrain.errors import DataError
+from mlptrain.errors import DataError, DataWarning
 
 __all__ = ["IMAGE_SETS", "load_images", "locate", "search_dirs", "download", "read_idx", "read_cifar_batch", "read_image_inputs"]
 
@@ -141,9 +142,15 @@ def locate(spec: DataSpec) -> dict[str, Path]:
     """The set's files from the first directory that holds all of them; a one-line DataError otherwise."""
     names = file_names(spec)
     partial: Optional[tuple[Path, list[str]]] = None
+    root = Path(spec.root).expanduser() if spec.root else None
     for directory in search_dirs(spec):
         found = {role: _find(directory, name) for role, name in names.items()}
         if all(found.values()):
+            if root is not None and root not in (directory, *directory.parents):  # the user named another place
+                why = "does not exist" if not root.exists() else (
+                    f"lacks {', '.join(partial[1])}" if partial is not None and root in (partial[0], *partial[0].parents)
+                    else "holds none of its files")
+                warnings.warn(DataWarning(f"data.root {root} {why}; reading {_title(spec)} from {directory} instead"), stacklevel=2)
             return {role: p for role, p in found.items() if p is not None}
         missing = [names[r] for r, p in found.items() if p is None]
         if partial is None and len(missing) < len(names):
@@ -172,7 +179,7 @@ def missing_message(spec: DataSpec, partial: Optional[tuple[Path, list[str]]] = 
         "or set data.download: true (with data.root) on a machine with a network"
     return (
         f"data.name '{spec.name}': {_title(spec)} files not found: looked for {wanted} {places}{found}; "
-        f"get them in one of two ways: {ways}; {download}"
+        f"get them: {ways}; {download}"
     )
 
 
@@ -232,7 +239,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     magic = 0x0800 + ndim
     what = "images" if ndim == 3 else "labels"
     if len(data) < 4 or struct.unpack(">I", data[:4])[0] != magic:
-        got = data[:4].hex() or "an empty file"
+        got = data[:4].hex() or "none: an empty file"
         raise DataError(
             f"{path}: not an IDX {what} file (magic number {got}, expected {magic:08x}); "
             "the file is corrupt or of another kind: delete it and get it again"
@@ -448,16 +455,12 @@ def download(spec: DataSpec) -> None:
 # eval --data / predict inputs for a model trained on images.
 
 
-def read_image_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: bool) -> Table:
-    """An NPZ (``x``, optional ``y``) or NPY (``x``) of images -> a Table of flattened [0, 1] rows.
-
-    ``x`` may be [N, H, W] (one channel), [N, C, H, W], [N, H, W, C] or [N, C*H*W]; values above 1
-    are taken as 0..255 and divided by 255. Integer labels ``y`` are the set's label numbers, string
-    labels its class names.
-    """
-    arrays = load_arrays(path, need_target)
+def image_rows(x: np.ndarray, path: Path, state: dict[str, Any]) -> np.ndarray:
+    """Images given to eval or predict (any of the layouts below, from an NPZ, NPY or CSV) -> the
+    float32 [0, 1] rows training saw: 0..255 pixels are divided by 255, as training's were."""
     c, h, w = (int(v) for v in state["image_shape"])
-    x = np.asarray(arrays["x"])
+    if len(x) == 0:
+        raise DataError(f"{path}: holds no images")
     inner = tuple(x.shape[1:])
     if inner in ((c, h, w), (c * h * w,)) or (c == 1 and inner == (h, w)):
         x = x.reshape(len(x), -1)
@@ -471,12 +474,30 @@ def read_image_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_ta
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, got {x.dtype}")
     if x.dtype == np.uint8:
-        x = unit_floats(x)
+        return unit_floats(x)
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"{path}: x holds {int((~np.isfinite(x)).sum())} NaN or infinite values; clean them first")
-    if x.size and float(x.max()) > 1.0:
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 255:
+        raise DataError(
+            f"{path}: pixel values run from {low:g} to {high:g}; give them as training had them: 0..255 (or 0..1), "
+            "not normalized or 16-bit"
+        )
+    if high > 1.0:
         x /= np.float32(255.0)  # pixels given as 0..255
+    return x
+
+
+def read_image_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: bool) -> Table:
+    """An NPZ (``x``, optional ``y``) or NPY (``x``) of images -> a Table of flattened [0, 1] rows.
+
+    ``x`` may be [N, H, W] (one channel), [N, C, H, W], [N, H, W, C] or [N, C*H*W]; values above 1
+    are taken as 0..255 and divided by 255. Integer labels ``y`` are the set's label numbers, string
+    labels its class names.
+    """
+    arrays = load_arrays(path, need_target)
+    x = image_rows(np.asarray(arrays["x"]), path, state)
     y = np.asarray(arrays.get("y", np.zeros((len(x), 0))))
     if len(y) != len(x):
         raise DataError(f"{path}: x has {len(x)} images but y has {len(y)} labels")

@@ -199,13 +199,14 @@ def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: data file not found; check data.path in the config")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable NPZ/NPY file ({exc})") from None
-    arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
+        arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
+    except (ValueError, OSError) as exc:  # (object arrays too: they would need unpickling)
+        raise DataError(f"{path}: not a readable NPZ/NPY file of plain arrays ({exc})") from None
     if "x" not in arrays or (need_target and "y" not in arrays):
         kind = "an NPY file holds one array, the inputs: give an NPZ with arrays 'x' and 'y'" if path.suffix == ".npy" else \
-            "save it with np.savez(path, x=inputs, y=targets)"
-        raise DataError(f"{path}: needs arrays named 'x' and 'y'; found {', '.join(arrays) or 'none'}; {kind}")
+            ("save it with np.savez(path, x=inputs, y=targets)" if need_target else "save it with np.savez(path, x=inputs)")
+        wanted = "'x' and 'y'" if need_target else "'x'"
+        raise DataError(f"{path}: needs {'arrays' if need_target else 'an array'} named {wanted}; found {', '.join(arrays) or 'none'}; {kind}")
     return arrays
 
 
