@@ -114,8 +114,8 @@ class DataSpec(Section):
     )
     path: Optional[str] = Field(None, description="csv/parquet/npz: the file to read and split (relative to the config file).")
     train_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate training file (instead of `path`).")
-    val_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate validation file (with `train_path`).")
-    test_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate test file (with `train_path`).")
+    val_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate validation file (with `path` or `train_path`; then split.val is not carved).")
+    test_path: Optional[str] = Field(None, description="csv/parquet/npz: a separate test file (with `path` or `train_path`; then split.test is not carved).")
     target: Union[str, list[str], None] = Field(
         None, description="csv/parquet: target column (a list of columns for multilabel or multi-output regression)."
     )
@@ -127,8 +127,9 @@ class DataSpec(Section):
     )
     categorical: Optional[list[str]] = Field(
         None,
-        description="csv/parquet: feature columns to one-hot encode although they hold numbers (integer codes); text, "
-        "category and object columns are categorical already. Vocabulary from the training split; a category "
+        description="csv/parquet: feature columns to one-hot encode although they hold numbers (integer codes), read "
+        "as the file writes them (02134 keeps its zero); text and category columns are categorical already (text "
+        "that is all numbers is taken for numbers). Vocabulary from the training split; a category "
         "unseen in training encodes as all zeros, with a warning.",
     )
     missing: MissingPolicy = Field(
@@ -143,7 +144,7 @@ class DataSpec(Section):
         0.0, description="missing `impute_constant`: the value of empty numeric and bool cells."
     )
     n_samples: int = Field(1000, ge=4, le=10_000_000, description="Synthetic sets: number of rows generated.")
-    noise: float = Field(0.1, ge=0.0, description="Synthetic sets: standard deviation of the Gaussian noise.")
+    noise: float = Field(0.1, ge=0.0, description="Synthetic sets: standard deviation of the Gaussian noise (blobs: each cluster's spread is 10 × noise, its centers lying in a box of ±10).")
     n_classes: int = Field(3, ge=2, description="blobs and spirals: number of classes.")
     n_features: int = Field(2, ge=1, description="blobs: number of input features.")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Synthetic sets: seed of the generator.")
@@ -193,9 +194,11 @@ class DataSpec(Section):
             if self.name in TABLE_NAMES and self.target is None:
                 raise ValueError(f"data.name '{self.name}' needs data.target: the name of the target column")
             if self.name not in TABLE_NAMES:
-                given = [k for k in ("id", "categorical") if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
+                given = [k for k in ("target", "features", "id", "categorical") if getattr(self, k)] + (
+                    ["missing"] if self.missing != "error" else [])
                 if given:
-                    raise ValueError(f"data.{given[0]} applies to csv/parquet files only, not to '{self.name}' arrays")
+                    raise ValueError(f"data.{given[0]} applies to csv/parquet files only, not to '{self.name}' arrays "
+                                     "(their arrays are named x and y)")
             targets = [self.target] if isinstance(self.target, str) else list(self.target or [])
             for key, names in (("target", targets), ("features", self.features or []), ("categorical", self.categorical or [])):
                 twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
@@ -435,8 +438,8 @@ class SchedulerSpec(NamedSection):
     step_size: int = Field(10, ge=1, description="step: multiply the lr by gamma every step_size intervals.")
     milestones: list[int] = Field(default_factory=lambda: [30, 60], description="multistep: intervals where lr *= gamma.")
     gamma: float = Field(0.1, gt=0.0, description="step, multistep, exponential: decay factor.")
-    t_max: Optional[int] = Field(None, ge=1, description="cosine: period in intervals; default the remaining epochs.")
-    min_lr: float = Field(0.0, ge=0.0, description="cosine and reduce_on_plateau: lower bound of the lr.")
+    t_max: Optional[int] = Field(None, ge=1, description="cosine: intervals over which the lr falls from lr to min_lr, then stays there; default all of training (epochs, or steps with interval: step).")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine and reduce_on_plateau: lower bound of the lr after warmup; below optimizer.lr.")
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="reduce_on_plateau: lr *= factor on a plateau.")
     patience: int = Field(5, ge=0, description="reduce_on_plateau: epochs without improvement tolerated; the lr drops on the next one (PyTorch's rule).")
     monitor: Optional[str] = Field(
@@ -450,6 +453,7 @@ class SchedulerSpec(NamedSection):
         "gamma": ("name", ("step", "multistep", "exponential")), "t_max": ("name", ("cosine",)),
         "min_lr": ("name", ("cosine", "reduce_on_plateau")),
         **{k: ("name", ("reduce_on_plateau",)) for k in ("factor", "patience", "monitor")},
+        "interval": ("name", tuple(n for n in get_args(SchedulerName) if n != "reduce_on_plateau")),
     }
 
 
@@ -457,7 +461,7 @@ class EarlyStoppingSpec(Section):
     """Stop when the monitored metric stops improving (Keras names)."""
 
     enabled: bool = Field(True, description="Stop early; when false, train all epochs (best.pt is still kept).")
-    monitor: str = Field("val/loss", description="Metric to watch: `train/<m>` or `val/<m>`, e.g. val/accuracy.")
+    monitor: str = Field("val/loss", description="Metric to watch: `train/<m>` or `val/<m>` (or `lr`), e.g. val/accuracy; it also picks best.pt.")
     mode: Literal["auto", "min", "max"] = Field(
         "auto", description="Whether lower or higher is better; auto: max for accuracy/precision/recall/f1/r2."
     )
@@ -468,6 +472,8 @@ class EarlyStoppingSpec(Section):
         description="End with the best epoch's weights rather than the last (with `enabled: false` too; "
         "set false to keep the last epoch's).",
     )
+
+    USED_BY = {"patience": ("enabled", (True,))}
 
 
 class CheckpointSpec(Section):
@@ -502,7 +508,7 @@ class TrainSpec(Section):
     )
     eval_batch_size: int = Field(4096, ge=1, description="Rows per forward pass when evaluating.")
     shuffle: bool = Field(True, description="Draw a new permutation of the training rows every epoch.")
-    drop_last: bool = Field(False, description="Skip the last, smaller batch of an epoch.")
+    drop_last: bool = Field(False, description="Skip the last, smaller batch of an epoch (with model.norm: batch a last batch of one row is skipped anyway).")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of weights init, dropout and shuffling: same seed, same metrics.")
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda or cuda:N; `--device` overrides.")
     grad_clip: Optional[float] = Field(None, gt=0.0, description="Clip the global gradient norm to this value.")
@@ -569,13 +575,15 @@ class TrainSpec(Section):
 class LoggingSpec(Section):
     """Where runs go and what TensorBoard gets."""
 
-    runs_dir: str = Field("runs", description="Root of run directories: runs/<name>/<timestamp>/.")
+    runs_dir: str = Field("runs", description="Root of run directories: runs/<name>/<timestamp>/ (relative to the current directory, unlike data paths).")
     tensorboard: bool = Field(True, description="Write TensorBoard event files into the run directory.")
     step_every: int = Field(10, ge=1, description="Log the training loss to TensorBoard every N optimizer steps.")
-    histograms_every: int = Field(10, ge=0, description="Weight and gradient histograms every N epochs (0: never).")
+    histograms_every: int = Field(10, ge=0, description="Weight and gradient histograms every N epochs (0: never; none without TensorBoard).")
     progress: Literal["auto", "bar", "plain", "none"] = Field(
         "auto", description="auto: a live bar on a terminal, one plain line per epoch otherwise."
     )
+
+    USED_BY = {"histograms_every": ("tensorboard", (True,))}
 
 
 class Spec(Section):
@@ -905,10 +913,19 @@ def check_unused(spec: Spec) -> list[str]:
     named = [(a, f"model.activation[{i}]") for i, a in enumerate(activations)] if isinstance(activations, list) else [
         (activations, "model.activation")
     ]
-    named += [(spec.data, "data"), (spec.model.init, "model.init"), (spec.optimizer, "optimizer"), (spec.scheduler, "scheduler")]
+    named += [(spec.data, "data"), (spec.model.init, "model.init"), (spec.optimizer, "optimizer"), (spec.scheduler, "scheduler"),
+              (spec.train.early_stopping, "train.early_stopping"), (spec.logging, "logging")]
     if spec.loss.name is not None:
         named.append((spec.loss, "loss"))
-    return [p for section, path in named for p in unused_keys(section, path)]
+    problems = [p for section, path in named for p in unused_keys(section, path)]
+    sched = spec.scheduler
+    if sched.name in ("cosine", "reduce_on_plateau") and sched.min_lr >= spec.optimizer.lr:
+        problems.append(f"scheduler.min_lr = {sched.min_lr:g} is not below optimizer.lr = {spec.optimizer.lr:g}: the lr would "
+                        "climb to it; keep min_lr below lr")
+    if spec.model.norm == "batch" and spec.train.batch_size == 1:
+        problems.append("model.norm = batch cannot normalize batches of one row (train.batch_size = 1): use norm: layer, "
+                        "or a larger batch")
+    return problems
 
 
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:

@@ -604,7 +604,8 @@ def fit(
     # The epoch's sums, on the device, allocated once: the step adds into them (a CUDA graph needs fixed addresses).
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.float64)
-    window_buf = torch.zeros(loop.step_every, device=device, dtype=torch.float64)  # this window's step losses
+    # this window's step losses: a window never spans an epoch's end, so it needs no more slots than an epoch has steps
+    window_buf = torch.zeros(min(loop.step_every, steps_per_epoch), device=device, dtype=torch.float64)
 
     def learn(xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
         """One step on a batch of ``rows`` rows: forward, loss, gradients, update, and the epoch's sums.
@@ -659,7 +660,7 @@ def fit(
             sums = position["sums"]
             loss_sum.copy_(sums["loss"])
             correct.copy_(sums["correct"])
-            window_buf.copy_(sums["window"])
+            window_buf.copy_(sums["window"][: len(window_buf)])  # (last.pt of older versions held step_every slots)
             seen, window_steps, epoch_skipped = sums["seen"], sums["window_steps"], sums["skipped"]
             epoch_start -= sums["seconds"]
             position = None

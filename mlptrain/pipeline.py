@@ -252,7 +252,7 @@ def train(
         grad_clip=spec.train.grad_clip, monitor=monitor, mode=mode, early_stopping=es.enabled,
         patience=es.patience, min_delta=es.min_delta, restore_best_weights=es.restore_best_weights,
         save_best=ckpt_spec.save_best, save_last=ckpt_spec.save_last, checkpoint_every_steps=ckpt_spec.every_steps,
-        step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every,
+        step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every if spec.logging.tensorboard else 0,
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, device=device,
         precision=resolve_precision(spec.train.precision, device),
         augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device),

@@ -164,7 +164,7 @@ def test_keys_at_their_defaults_or_read_by_the_choice_pass(write_config):
     spec = load_spec(write_config(
         "data: {name: blobs, n_classes: 4, n_features: 3, noise: 0.2}\n"
         "optimizer: {name: adam, momentum: 0.0, betas: [0.8, 0.99], eps: 1.0e-7}\n"
-        "scheduler: {name: cosine, t_max: 5, min_lr: 0.001, gamma: 0.1}\n"
+        "scheduler: {name: cosine, t_max: 5, min_lr: 0.0001, gamma: 0.1}\n"
         "model: {activation: {name: leaky_relu, slope: 0.2}, init: {name: normal, std: 0.1, bias: 0.1}}\n"
         "loss: {name: huber, delta: 2}\n"
     ))

@@ -632,6 +632,19 @@ def test_a_per_step_schedule_spans_the_steps_the_engine_takes(tmp_path, dropped)
     assert used == pytest.approx([0.1 * (1 + math.cos(math.pi * (e * per_epoch - 1) / total)) / 2 for e in range(1, 5)])
 
 
+def test_a_huge_step_every_allocates_nothing_and_tensorboard_off_copies_no_histograms(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.Run, "log_histograms", lambda *a, **k: pytest.fail("histograms without TensorBoard"))
+    spec = _spec(tmp_path, logging={"tensorboard": False, "progress": "none", "runs_dir": str(tmp_path / "runs"),
+                                    "step_every": 10**12, "histograms_every": 1})
+    out = _train(spec, tmp_path)
+    assert out.summary["epochs_run"] == 4
+
+
+def test_multilabel_on_a_built_in_binary_set_trains_one_sigmoid_output(tmp_path):
+    out = _train(_spec(tmp_path, task="multilabel"), tmp_path)
+    assert out.summary["task"] == "multilabel" and "hamming_loss" in out.metrics["test"]
+
+
 # ------------------------------------------------------------------------------------------
 # Checkpoints and run directories
 

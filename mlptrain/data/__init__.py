@@ -79,10 +79,10 @@ def infer_task(table: Table) -> str:
 
 
 def _class_names(table: Table, task: str) -> list[str]:
+    if task == "multilabel":  # one output per target column (a built-in set's class names are not its columns)
+        return list(table.target_names)
     if table.class_names is not None:
         return list(table.class_names)
-    if task == "multilabel":
-        return list(table.target_names)
     values = np.unique(table.y.reshape(-1))
     return [str(v.item() if hasattr(v, "item") else v) for v in values]
 
