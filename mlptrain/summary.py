@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from math import prod
-from typing import Any
+from typing import Any, Optional
 
 from mlptrain import tasks
 from mlptrain.config import ActivationSpec, ModelSpec, Spec
@@ -89,6 +89,30 @@ def check_size(spec: ModelSpec, in_features: int, out_features: int) -> None:
         )
 
 
+MANUAL_LOSSES = ("cross_entropy", "bce", "mse")  # backprop.LOSS_GRADIENTS (a test keeps the two the same)
+MANUAL_NOT = {"prelu": "PReLU", "maxout": "Maxout"}  # activations without a written-out derivative (backprop.DERIVATIVES)
+
+
+def manual_blocker(spec: Spec, loss: str) -> Optional[str]:
+    """What keeps ``train.backprop: manual`` from this spec, read off the spec alone (validate does not
+    build the model): the words backprop.unsupported uses, so validate refuses what fit refuses.
+    precision auto is left to fit, which knows the device."""
+    if spec.train.compile:
+        return "train.compile (torch.compile traces autograd's graph)"
+    if spec.train.precision not in ("32", "auto"):
+        return f"train.precision {spec.train.precision} (autocast)"
+    if loss not in MANUAL_LOSSES:
+        return f"the loss '{loss}' (it covers {', '.join(MANUAL_LOSSES)})"
+    if spec.loss.class_weight is not None:
+        return "loss.class_weight"
+    if spec.model.hidden and spec.model.norm != "none":
+        return f"the layer norm1 ({'BatchNorm1d' if spec.model.norm == 'batch' else 'LayerNorm'})"
+    for i, act in enumerate(spec.model.activations()[: len(spec.model.hidden)], start=1):
+        if act.name in MANUAL_NOT:
+            return f"the layer act{i} ({MANUAL_NOT[act.name]})"
+    return None
+
+
 def describe(spec: Spec) -> dict[str, Any]:
     """The task, loss, split sizes, columns, layer table and monitored metric of a spec; errors as fit would raise them."""
     from mlptrain import data
@@ -99,6 +123,9 @@ def describe(spec: Spec) -> dict[str, Any]:
     spec.train.check_rows(len(p.train.y))
     loss = tasks.loss_name(spec.loss, p.task)
     tasks.class_weights(spec.loss, loss, p.task, st.get("class_names"), st.get("class_counts"))
+    why = manual_blocker(spec, loss) if spec.train.backprop == "manual" else None
+    if why is not None:
+        raise ConfigError(f"train.backprop: manual does not cover {why}; set train.backprop: auto (or autograd)")
     has_val = p.val is not None
     monitor = tasks.monitors(spec, p.task, has_val)[0]
     in_features = prod(st["image_shape"]) if "image_shape" in st else p.in_features  # images: read without pixels

@@ -172,3 +172,28 @@ def test_manual_on_a_setup_it_does_not_cover_is_one_line_and_exit_2(tmp_path, ca
     assert code == 2
     assert len(err) == 1 and "train.backprop: manual does not cover the layer norm1 (BatchNorm1d)" in err[0]
     assert "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_validate_reads_the_same_blocker_off_the_spec_as_fit_finds_in_the_model(activation, norm):
+    """summary.manual_blocker (validate, no model built) says what backprop.unsupported (fit) says."""
+    from mlptrain.summary import MANUAL_LOSSES, manual_blocker
+
+    assert set(MANUAL_LOSSES) == set(LOSS_GRADIENTS)
+    for loss, weight, precision, compiled in [("cross_entropy", None, "32", False), ("huber", None, "32", False),
+                                              ("cross_entropy", "balanced", "32", False), ("mse", None, "bf16-mixed", False),
+                                              ("bce", None, "32", True)]:
+        spec = validate_dict({
+            "data": {"name": "moons"}, "model": {"hidden": [6, 5], "activation": ["relu", activation], "norm": norm},
+            "loss": {"name": loss, "class_weight": weight} if weight else {"name": loss},
+            "train": {"precision": precision, "compile": compiled},
+        })
+        model = build_model(spec.model, 2, 3)
+        assert manual_blocker(spec, loss) == unsupported(model, loss, weight is not None, precision, compiled), (loss, weight, precision)
+
+
+def test_validate_refuses_backprop_manual_where_fit_would(write_config, capsys):
+    cfg = write_config("data: {name: moons}\nmodel: {activation: prelu}\ntrain: {backprop: manual}\n")
+    assert main(["validate", str(cfg)]) == 2
+    assert "train.backprop: manual does not cover the layer act1 (PReLU); set train.backprop: auto" in capsys.readouterr().err
