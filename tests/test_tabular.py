@@ -718,3 +718,11 @@ def test_several_text_target_columns_get_a_message_that_names_the_two_shapes(tmp
     frame = _churn().assign(tag_a=["yes", "no"] * 20, tag_b=["no", "yes"] * 20).drop(columns="label")
     with pytest.raises(DataError, match=r"labels such as 'yes'; several target columns are multilabel \(each 0/1"):
         prep(name="csv", path=str(write(frame, tmp_path / "t.csv")), target=["tag_a", "tag_b"], split=NO_SPLIT)
+
+
+def test_a_parquet_column_of_raw_bytes_is_refused_by_name(tmp_path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"blob": pa.array([b"\x00\x01", b"ok"], pa.binary()), "label": ["a", "b"]}), tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"column 'blob' holds raw bytes \(binary\), not numbers or text; leave it out with data.features"):
+        tabular.read_frame(tmp_path / "b.parquet", "parquet")

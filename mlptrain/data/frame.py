@@ -235,9 +235,11 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
     names = _unique_names([str(c) for c in table.column_names])
     data, dtypes, kinds = {}, {}, {}
     for name, array in zip(names, table.columns):
+        if pa_binary(array.type) and kind == "parquet":
+            raise DataError(f"{path}: column '{name}' holds raw bytes ({array.type}), not numbers or text; leave it out with data.features")
         if pa_binary(array.type):  # a CSV's reader gives bytes for text that is not UTF-8 (Latin-1 from Excel)
             row = next((i for i, v in enumerate(array.to_pylist()) if v is not None and not _utf8(v)), None)
-            where = f" (row {row + 2}: {array[row].as_py()!r})" if row is not None and kind == "csv" else ""
+            where = f" (row {row + 2}: {array[row].as_py()!r})" if row is not None else ""
             raise DataError(
                 f"{path}: column '{name}' is not UTF-8 text{where}; save the file as UTF-8 (e.g. in a spreadsheet: "
                 "CSV UTF-8), or leave the column out with data.features"
