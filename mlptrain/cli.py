@@ -218,6 +218,10 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
     try:
         result = go(progress)
+    except (KeyboardInterrupt, Terminated):  # outside the epochs' own signal handling: after the last epoch, or before the first
+        if (Path(path) / "checkpoints" / "last.pt").is_file():
+            err.print(f"stopped before the run was complete; finish it with: mlptrain resume {path}")
+        raise
     finally:
         if hasattr(progress, "close"):
             progress.close()
@@ -436,6 +440,8 @@ class Terminated(BaseException):
 
 @contextlib.contextmanager
 def sigterm_unwinds() -> Any:
+    """SIGTERM raises Terminated; and a thread's failed write (TensorBoard's event writer on a full
+    disk) prints no traceback: the main thread meets the same error at its next write and says it in one line."""
     import signal
     import threading
 
@@ -446,11 +452,19 @@ def sigterm_unwinds() -> Any:
     def handle(signum: int, frame: Any) -> None:
         raise Terminated()
 
+    default_hook = threading.excepthook
+
+    def quiet_oserror(args: Any) -> None:
+        if not issubclass(args.exc_type, OSError):
+            default_hook(args)
+
     previous = signal.signal(signal.SIGTERM, handle)
+    threading.excepthook = quiet_oserror
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        threading.excepthook = default_hook
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -189,7 +189,7 @@ SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 @contextlib.contextmanager
-def signals_stop(interrupt: Interrupt) -> Iterator[None]:
+def signals_stop(interrupt: Interrupt, run_path: Optional[Path] = None) -> Iterator[None]:
     """SIGINT/SIGTERM ask the loop to save last.pt and return; a second one exits at once.
 
     Exiting at once is safe for the files: every one is written to a temporary name and renamed,
@@ -201,7 +201,8 @@ def signals_stop(interrupt: Interrupt) -> Iterator[None]:
 
     def handle(signum: int, frame: Any) -> None:
         if interrupt.signal is not None:
-            os.write(2, f"\n{SIGNAL_NAMES.get(signum, signum)} again: stopping now; last.pt keeps the last saved state\n".encode())
+            then = f" (go on with: mlptrain resume {run_path})" if run_path is not None else ""
+            os.write(2, f"\n{SIGNAL_NAMES.get(signum, signum)} again: stopping now; last.pt keeps the last saved state{then}\n".encode())
             os._exit(128 + signum)
         interrupt.signal = signum
 
@@ -286,7 +287,7 @@ def train(
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.
         gc.freeze()
         try:
-            with signals_stop(loop.interrupt):
+            with signals_stop(loop.interrupt, run_path):
                 result = fit(
                     model, built.loss_fn, optimizer, schedule, train_t, _tensors(prepared.val, device),
                     task, loop, run, progress, forward, resume, manual,
@@ -402,7 +403,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     if not last.is_file():
         raise RunDirError(
             f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
-            "stopped before its first epoch ended); start it again with mlptrain fit"
+            "stopped before its first epoch ended); start it again with mlptrain fit (a new --run-dir, or none)"
         )
     state = checkpoint.load(last, damaged_hint="this run cannot go on from it: start it again with mlptrain fit (best.pt, if whole, still serves eval and predict)")
     if "resume" not in state:

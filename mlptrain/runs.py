@@ -7,6 +7,7 @@ fsynced and renamed into place, so a crash leaves the old file or the new one, n
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,7 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 from mlptrain.errors import RunDirError
 
@@ -157,8 +158,8 @@ class BackgroundWriter:
     vanish in a thread).
     """
 
-    def __init__(self, hint: str = "", duty: float = 1.0) -> None:
-        self.hint = hint  # appended to a failed write's message: how to go on
+    def __init__(self, hint: Union[str, Callable[[], str]] = "", duty: float = 1.0) -> None:
+        self._hint = hint  # appended to a failed write's message: how to go on (a function: as things stand then)
         self.duty = duty  # the largest share of the time spent writing: after a write of w s, rest w * (1/duty - 1)
         self._rest_until = 0.0
         self._flushing = 0
@@ -217,6 +218,10 @@ class BackgroundWriter:
                         self._durable.discard(path)
                     self._busy = False
                     self._cond.notify_all()
+
+    @property
+    def hint(self) -> str:
+        return self._hint() if callable(self._hint) else self._hint
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -310,16 +315,36 @@ class Run:
         # every_steps steps) in progress and the one just finished, and leaves best.pt no older than
         # last.pt's best epoch. metrics.csv takes at most an eighth of the writer's time, newest
         # first: resume rebuilds its rows from last.pt.
-        self._writer = BackgroundWriter(hint=f", then go on with: mlptrain resume {self.path}", duty=0.125)
+        self._writer = BackgroundWriter(hint=self.next_step, duty=0.125)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
         self.logged = logged or {}
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(self.path))
+            try:
+                self.writer = SummaryWriter(log_dir=str(self.path))
+            except OSError as exc:  # a full disk: the probe's empty file fit, the event file's header did not
+                for partial in self.path.glob("events.out.tfevents.*"):
+                    if partial.stat().st_size == 0:
+                        partial.unlink()
+                raise write_error(self.path / "events.out.tfevents.*", exc, self.next_step()) from None
             for row in self.rows:  # a killed session's last events may never have reached the disk
                 self._log_row(row)
+
+    def next_step(self) -> str:
+        """How to go on after a failed write, as things stand: resume from last.pt once there is one."""
+        if self.checkpoint_path("last").is_file():
+            return f", then go on with: mlptrain resume {self.path}"
+        return ", then start the run again with mlptrain fit (nothing resumable was saved yet)"
+
+    @contextlib.contextmanager
+    def _events(self) -> Iterator[None]:
+        """TensorBoard's writes failing (full disk, read-only directory) as one line, like every other file's."""
+        try:
+            yield
+        except OSError as exc:
+            raise write_error(self.path / "events.out.tfevents.*", exc, self.next_step()) from None
 
     def write_config(self, text: str) -> None:
         self._write_text("config.yaml", text, "")
@@ -375,7 +400,8 @@ class Run:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
-        self.writer._get_file_writer().add_summary(summary, step)
+        with self._events():
+            self.writer._get_file_writer().add_summary(summary, step)
 
     def _csv_text(self, row: dict[str, Any]) -> str:
         """metrics.csv with ``row`` (just appended to self.rows) added: only a new column re-renders the rows."""
@@ -399,7 +425,8 @@ class Run:
     def log_histograms(self, epoch: int, tensors: Iterable[tuple[str, Any]]) -> None:
         for tag, tensor in tensors:
             if self._new(tag, epoch):
-                self.writer.add_histogram(tag, tensor, epoch)
+                with self._events():
+                    self.writer.add_histogram(tag, tensor, epoch)
 
     def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
         """HParams tab: the run's flat config beside its final metrics."""
@@ -411,10 +438,11 @@ class Run:
         tagged = {f"hparam/{k}": v for k, v in metrics.items()}
         # Into this run's own event file (add_hparams would start a second writer and file).
         writer = self.writer._get_file_writer()
-        for summary in hparams_summary(clean, tagged):
-            writer.add_summary(summary)
-        for tag, value in tagged.items():
-            self.writer.add_scalar(tag, value)
+        with self._events():
+            for summary in hparams_summary(clean, tagged):
+                writer.add_summary(summary)
+            for tag, value in tagged.items():
+                self.writer.add_scalar(tag, value)
 
     def mark_resumed(self) -> None:
         """A complete run trained further: its summary no longer vouches for the checkpoints about to change."""
@@ -436,8 +464,9 @@ class Run:
             self._writer.close()
         finally:
             if self.writer is not None:
-                self.writer.flush()
-                self.writer.close()
+                with self._events():
+                    self.writer.flush()
+                    self.writer.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

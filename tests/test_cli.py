@@ -538,3 +538,55 @@ def test_a_run_that_fails_before_writing_leaves_no_directory(write_config, tmp_p
     from mlptrain.runs import remove_if_unused
 
     assert not remove_if_unused(keep) and (keep / "checkpoints" / "best.pt").exists()
+
+
+def test_tensorboard_write_failures_are_one_line_exit_5_with_the_next_step(write_config, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import torch.utils.tensorboard as tb
+
+    from mlptrain import runs
+
+    cfg = write_config(TINY, "tiny.yaml")
+    real = tb.SummaryWriter
+
+    def full_disk(*args, **kwargs):  # the event file's header does not fit
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tb, "SummaryWriter", full_disk)
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "a")]) == 5
+    err = capsys.readouterr().err
+    assert "events.out.tfevents.*: cannot be written (No space left on device)" in err and "Traceback" not in err
+    assert "then start the run again with mlptrain fit (nothing resumable was saved yet)" in err
+    monkeypatch.setattr(tb, "SummaryWriter", real)
+    calls = {"n": 0}
+    real_scalars = runs.Run._scalars
+
+    def fails_later(self, step, values):  # the disk fills (or turns read-only) in epoch 3
+        calls["n"] += 1
+        if calls["n"] > 8:
+            with self._events():
+                raise OSError(errno.EROFS, "Read-only file system")
+        real_scalars(self, step, values)
+
+    monkeypatch.setattr(runs.Run, "_scalars", fails_later)
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "b")]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be written (Read-only file system)" in err
+    assert f"then go on with: mlptrain resume {tmp_path / 'b'}" in err
+
+
+def test_ctrl_c_after_the_last_epoch_says_how_to_finish_the_run(write_config, tmp_path, monkeypatch, capsys):
+    from mlptrain import pipeline
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the final metrics are computed
+        raise KeyboardInterrupt
+
+    cfg = write_config(TINY, "tiny.yaml")
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "evaluate", interrupted)
+        assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert f"stopped before the run was complete; finish it with: mlptrain resume {tmp_path / 'r'}" in err
+    assert main(["resume", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "complete"
