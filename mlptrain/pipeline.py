@@ -299,7 +299,7 @@ def train(
             gc.unfreeze()
         if result.interrupted is not None:
             run.flush()
-            raise Interrupted(_interrupted(result, run_path, loop), result.interrupted)
+            raise Interrupted(_interrupted(result, run_path, loop, steps), result.interrupted)
         if result.skipped_batches:
             notify(f"warning: train.on_nan: skipped {result.skipped_batches} batches whose loss was NaN or infinite")
         metrics = {}
@@ -367,9 +367,11 @@ def _diverged(exc: NonFiniteLoss, last: Path, loop: Loop) -> str:
     )
 
 
-def _interrupted(result: FitResult, run_path: Path, loop: Loop) -> str:
+def _interrupted(result: FitResult, run_path: Path, loop: Loop, steps_per_epoch: int) -> str:
     name = SIGNAL_NAMES.get(result.interrupted, f"signal {result.interrupted}")
-    where = f"interrupted by {name} after step {result.steps} (epoch {result.epochs_run + 1})"
+    at_end = result.steps == result.epochs_run * steps_per_epoch and not result.skipped_batches  # (as resume will say)
+    epoch = f"the end of epoch {result.epochs_run}" if at_end else f"within epoch {result.epochs_run + 1}"
+    where = f"interrupted by {name} after step {result.steps} ({epoch})"
     if not loop.save_last:
         return f"{where}; train.checkpoint.save_last is off, so there is nothing to resume from"
     return f"{where}; saved {run_path / 'checkpoints' / 'last.pt'}; resume with: mlptrain resume {run_path}"
@@ -388,6 +390,22 @@ def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path
             f"{run_path}: the data changed since this run started ({changes[0]}); "
             "resume needs the same data: start a new run with mlptrain fit"
         )
+
+
+def _warn_if_edited(path: Path, stored: dict[str, Any]) -> None:
+    """config.yaml is what the run was started with, for the reader: a resume trains on last.pt's copy and
+    writes the file again, so an edit there would vanish without a word."""
+    import yaml
+
+    try:
+        on_disk = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        on_disk = None
+    if json.loads(json.dumps(on_disk, default=str)) != json.loads(json.dumps(stored, default=str)):
+        warnings.warn(CheckpointWarning(
+            f"{path}: differs from the config the run was started with (edited, damaged or missing); a resumed run "
+            f"trains on last.pt's copy and writes the file again: change {', '.join(RESUMABLE)} with --set"
+        ), stacklevel=2)
 
 
 def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:
@@ -409,6 +427,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     if "resume" not in state:
         raise CheckpointError(f"{last}: written by an older mlptrain, without the state resume needs; start the run again")
     stored = state["spec"]
+    _warn_if_edited(run_dir / "config.yaml", stored)
     if config is not None:
         spec = load_spec(config, overrides)
     else:

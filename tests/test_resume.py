@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -563,3 +564,27 @@ def test_a_complete_run_trained_further_no_longer_vouches_for_its_checkpoints(tm
     assert _resume(done.run_dir).summary["status"] == "complete"
     assert json.loads(summary.read_text())["checkpoints"]["last"]["sha256"] == checkpoint.sha256(
         done.run_dir / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("signal_at, where", [(11, "within epoch 2"), (7, "the end of epoch 1")])
+def test_the_interrupt_and_the_resume_name_the_same_place(tmp_path, capsys, signal_at, where):
+    with pytest.raises(Interrupted, match=rf"after step \d+ \({where}\)") as exc:
+        _run(SGD_MOMENTUM, tmp_path, "stopped", SignalAt(signal_at))  # 7 steps an epoch
+    step = int(str(exc.value).split("after step ")[1].split()[0])
+    assert main(["resume", str(tmp_path / "stopped"), "--set", "logging.progress=none"]) == 0
+    resumed = "the end of epoch 1" if step == 7 else f"epoch 2, batch {step - 7}"
+    assert f"resuming at step {step} ({resumed})" in capsys.readouterr().out
+
+
+def test_a_hand_edited_config_yaml_is_said_to_be_ignored_on_resume(tmp_path):
+    from mlptrain.errors import CheckpointWarning
+
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointWarning)
+        pipeline.load_resume(path, [])  # untouched: no word
+    text = (path / "config.yaml").read_text()
+    (path / "config.yaml").write_text(text.replace("lr: 0.05", "lr: 0.5"))
+    with pytest.warns(CheckpointWarning, match=r"config.yaml: differs from the config the run was started with .* with --set"):
+        spec, _ = pipeline.load_resume(path, [])
+    assert spec.optimizer.lr == 0.05
