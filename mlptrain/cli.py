@@ -155,6 +155,7 @@ def fit(
 
     from mlptrain import pipeline
 
+    made_by_user = run_dir is not None and Path(run_dir).is_dir()  # an empty --run-dir made beforehand stays
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
     try:
@@ -165,11 +166,12 @@ def fit(
 
         # failed before writing anything (bad data, no CUDA): leave no empty run behind, and say so
         # under the "run directory:" line printed above
-        if remove_if_unused(path):
+        if remove_if_unused(path, keep_dir=made_by_user):
+            gone = f"{path} left empty" if made_by_user else f"{path} removed"
             if isinstance(exc, MlptrainError):
-                exc.args = (f"{exc} (nothing was written: {path} removed)",)
+                exc.args = (f"{exc} (nothing was written: {gone})",)
             elif isinstance(exc, (KeyboardInterrupt, Terminated)):
-                err.print(f"stopped before training began: nothing was written ({path} removed)")
+                err.print(f"stopped before training began: nothing was written ({gone})")
         raise
 
 

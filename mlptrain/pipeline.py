@@ -392,6 +392,14 @@ def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path
         )
 
 
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return True
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def _warn_if_edited(path: Path, stored: dict[str, Any]) -> None:
     """config.yaml is what the run was started with, for the reader: a resume trains on last.pt's copy and
     writes the file again, so an edit there would vanish without a word."""
@@ -442,7 +450,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
         )
     done, bad = state["epoch"], state["resume"]["bad_epochs"]
     es = spec.train.early_stopping
-    at_end = state["resume"]["position"] is None and (run_dir / "summary.json").is_file()  # else: finish it
+    at_end = state["resume"]["position"] is None and _readable_json(run_dir / "summary.json")  # else: finish it (a damaged summary is written again)
     partial = state["resume"]["position"] is not None  # stopped within epoch done + 1
     if not at_end and spec.train.epochs < done + partial:
         trained = f"{done} epoch{'' if done == 1 else 's'}" + (f" and part of epoch {done + 1}" if partial else "")

@@ -133,14 +133,16 @@ def unused(path: Path) -> bool:
         return False
 
 
-def remove_if_unused(path: Path) -> bool:
-    """Remove a run directory that holds nothing but its empty checkpoints/ folder; never a file."""
+def remove_if_unused(path: Path, keep_dir: bool = False) -> bool:
+    """Remove a run directory that holds nothing but its empty checkpoints/ folder; never a file.
+    ``keep_dir``: the directory was the user's (an empty --run-dir made beforehand): only checkpoints/ goes."""
     path = Path(path)
     try:
         if not unused(path):
             return False
         (path / "checkpoints").rmdir()
-        path.rmdir()
+        if not keep_dir:
+            path.rmdir()
         return True
     except OSError:
         return False
@@ -448,7 +450,11 @@ class Run:
         """A complete run trained further: its summary no longer vouches for the checkpoints about to change."""
         path = self.path / "summary.json"
         if path.is_file():
-            old = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError):  # damaged: the finished run writes it whole again
+                old = {}
+            old = old if isinstance(old, dict) else {}
             old.pop("checkpoints", None)
             self.write_summary({**old, "status": "resumed: training again"})
 

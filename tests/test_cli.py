@@ -531,6 +531,10 @@ def test_a_run_that_fails_before_writing_leaves_no_directory(write_config, tmp_p
     assert "files not found" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"run directory: {run_dir}" in captured.out and f"(nothing was written: {run_dir} removed)" in err
     assert not run_dir.exists()
+    run_dir.mkdir()  # an empty --run-dir the user made beforehand is theirs: left there, empty
+    assert main(["fit", str(cfg), "--run-dir", str(run_dir)]) == 3
+    assert f"(nothing was written: {run_dir} left empty)" in capsys.readouterr().err
+    assert run_dir.is_dir() and not any(run_dir.iterdir())
     # a directory with anything in it is never removed
     keep = tmp_path / "keep"
     (keep / "checkpoints").mkdir(parents=True)

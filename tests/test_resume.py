@@ -588,3 +588,10 @@ def test_a_hand_edited_config_yaml_is_said_to_be_ignored_on_resume(tmp_path):
     with pytest.warns(CheckpointWarning, match=r"config.yaml: differs from the config the run was started with .* with --set"):
         spec, _ = pipeline.load_resume(path, [])
     assert spec.optimizer.lr == 0.05
+
+
+def test_a_damaged_summary_of_a_complete_run_is_written_again_by_resume(tmp_path):
+    done = _run(SGD_MOMENTUM, tmp_path, "done")
+    (done.run_dir / "summary.json").write_text('{"status": "compl')
+    again = _resume(done.run_dir)  # nothing left to train: the run is finished, its summary whole again
+    assert json.loads((done.run_dir / "summary.json").read_text())["metrics"] == done.metrics == again.metrics
