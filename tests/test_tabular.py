@@ -128,6 +128,10 @@ def test_predict_copies_ids_exactly_and_keeps_full_precision(kind, tmp_path, wri
     assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
     best = str(tmp_path / "run" / "checkpoints" / "best.pt")
     new = tmp_path / "new.csv"
+    (tmp_path / "na.csv").write_text("id,x\n00007,0.5\n,2.0\nNA,0.1\nnull,0.2\n")
+    assert main(["predict", best, str(tmp_path / "na.csv"), "-o", str(tmp_path / "na_p.csv")]) == 0
+    rows = list(csv.DictReader((tmp_path / "na_p.csv").open()))
+    assert [r["id"] for r in rows] == ["00007", "", "NA", "null"]  # an id is copied, never read as 'missing'
     new.write_text("id,x\n00007,0.5\n12345679,1.5\n,2.0\n")
     assert main(["predict", best, str(new), "-o", str(tmp_path / "p.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))

@@ -188,6 +188,20 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+def verbatim_column(path: Path, name: str) -> list[Optional[str]]:
+    """One CSV column exactly as written, `NA` and `null` included (an id is copied, not interpreted);
+    None only for an empty cell."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(
+        path, parse_options=pacsv.ParseOptions(delimiter=delimiter(path), newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(include_columns=[name], column_types={name: pa.string()}, null_values=[""],
+                                             strings_can_be_null=True),
+    )
+    return table.column(0).to_pylist()
+
+
 def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
     """The whole file as a Frame; one-line DataErrors for a missing, empty or unreadable file.
 

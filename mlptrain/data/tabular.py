@@ -33,7 +33,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from mlptrain.data.frame import Column, Frame, read_frame
+from mlptrain.data.frame import Column, Frame, read_frame, verbatim_column
 from mlptrain.data.sources import Table
 from mlptrain.errors import DataError, DataWarning
 
@@ -227,7 +227,8 @@ def read_table(
     ``extra["columns"]`` describes every column used (role, dtype, kind, empty cells) for `validate`.
     """
     # an id and categorical codes are read as the file writes them: 02134 stays 02134 in every file
-    frame = read_frame(path, kind, ([id_column] if id_column else []) + list(categorical))
+    file_kind = kind
+    frame = read_frame(path, file_kind, ([id_column] if id_column else []) + list(categorical))
     columns = list(frame.columns)
     targets = [target] if isinstance(target, str) else list(target or [])
     for t in targets:
@@ -272,6 +273,9 @@ def read_table(
     else:
         y = np.zeros((len(frame), 0))
     ids = frame[id_column].values if id_column and id_column in columns else None
+    if ids is not None and file_kind == "csv" and missing_mask(frame[id_column]).any():  # NA, null: ids are copied as written
+        raw = np.asarray(verbatim_column(path, id_column), dtype=object)
+        ids = raw[frame.rows] if len(raw) > int(frame.rows.max(initial=-1)) else ids
     table = Table(np.zeros((len(frame), 0), np.float32), y, feats, targets, frame=frame.select(feats), ids=ids)
     table.extra["columns"] = info
     return table
