@@ -317,6 +317,15 @@ def train(
         else:
             ckpt = None
         run.flush()  # checkpoints and metrics.csv on disk before summary.json says the run is complete
+        if ckpt is not None and weights == "best" and not ckpt.is_file():  # removed while a stopped run waited
+            row = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+            run.save_checkpoint("best", {
+                "model": model.state_dict(), "epoch": result.best_epoch, "step": None,
+                "metrics": {k: v for k, v in row.items() if k != "epoch"},
+                "best": {"epoch": result.best_epoch, "value": result.best_value, "monitor": loop.monitor, "mode": loop.mode},
+            }, durable=True)  # the model holds that epoch's weights: restore_best_weights put them back
+            run.flush()
+            notify(f"warning: {ckpt} was missing; written again from epoch {result.best_epoch}'s weights (the weights of the final metrics)")
         summary = {
             "status": "complete",
             "run_dir": str(run_path),

@@ -595,3 +595,33 @@ def test_a_damaged_summary_of_a_complete_run_is_written_again_by_resume(tmp_path
     (done.run_dir / "summary.json").write_text('{"status": "compl')
     again = _resume(done.run_dir)  # nothing left to train: the run is finished, its summary whole again
     assert json.loads((done.run_dir / "summary.json").read_text())["metrics"] == done.metrics == again.metrics
+
+
+def test_a_best_pt_missing_at_the_end_is_written_again_from_the_final_weights(tmp_path, monkeypatch, capsys):
+    """E.g. removed while a stopped run waited: the summary must not point at a file that is not there."""
+    real_fit, real_save = pipeline.fit, runs.Run.save_checkpoint
+    training = {"on": False}
+
+    def fit_without_best(*args, **kwargs):
+        training["on"] = True
+        try:
+            return real_fit(*args, **kwargs)
+        finally:
+            training["on"] = False
+
+    def save(self, name, state, durable=False):
+        if name == "best" and training["on"]:
+            return self.checkpoint_path(name)  # as if gone from the disk
+        return real_save(self, name, state, durable)
+
+    monkeypatch.setattr(pipeline, "fit", fit_without_best)
+    monkeypatch.setattr(runs.Run, "save_checkpoint", save)
+    notes: list[str] = []
+    spec = _spec(SGD_MOMENTUM, tmp_path)
+    path = pipeline.start_run(spec, None, tmp_path / "run")
+    out = pipeline.train(spec, path, "cpu", None, notify=notes.append)
+    best = path / "checkpoints" / "best.pt"
+    assert out.summary["checkpoint"] == str(best) and best.is_file()
+    assert notes == [f"warning: {best} was missing; written again from epoch {out.summary['best_epoch']}'s weights (the weights of the final metrics)"]
+    assert main(["eval", str(best), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(out.metrics["test"], rel=1e-6)
