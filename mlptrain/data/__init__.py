@@ -464,10 +464,9 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
         width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
         if table.x.shape[1] != width:
             names = state["tabular"]["encoded_names"] if "tabular" in state else state["feature_names"]
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise DataError(
                 f"{path}: has {table.x.shape[1]} feature columns, the model was trained on {width}; "
-                f"give exactly its {width} inputs, in training order ({shown})"
+                f"give exactly its {width} inputs, in training order ({_first_names(names)})"
             )
         x = apply_scaler(table.x, state["scaler"])
     has_y = table.y.size > 0 and (table.y.ndim == 1 or table.y.shape[1] > 0)
@@ -475,6 +474,10 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
         raise DataError(f"{path}: no target column ({', '.join(state['target_names'])}); eval needs true labels")
     y = encode_targets(table.y, state["task"], state, str(path)) if has_y else None
     return x, y, table
+
+
+def _first_names(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
 
 
 def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
@@ -488,10 +491,9 @@ def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
             return targets, names
         columns = [c for c in header if c not in targets]
         if len(columns) != len(names):  # before reading a value: the wrong file, not a bad cell
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise DataError(
                 f"{path}: has {len(columns)} feature columns ({', '.join(columns[:8])}), the model was trained on "
-                f"{len(names)} ({shown}); give a file with those columns"
+                f"{len(names)} ({_first_names(names)}); give a file with those columns"
             )
         return targets, columns
 
