@@ -39,7 +39,7 @@ from mlptrain.metrics import confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.runs import (
-    RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_metrics, remove_partial_files,
+    RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_json, read_metrics, remove_partial_files,
 )
 from mlptrain.summary import check_size
 from mlptrain.tasks import monitors
@@ -401,14 +401,6 @@ def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path
         )
 
 
-def _readable_json(path: Path) -> bool:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-        return True
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-
-
 def _warn_if_edited(path: Path, stored: dict[str, Any]) -> None:
     """config.yaml is what the run was started with, for the reader: a resume trains on last.pt's copy and
     writes the file again, so an edit there would vanish without a word."""
@@ -459,7 +451,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
         )
     done, bad = state["epoch"], state["resume"]["bad_epochs"]
     es = spec.train.early_stopping
-    at_end = state["resume"]["position"] is None and _readable_json(run_dir / "summary.json")  # else: finish it (a damaged summary is written again)
+    at_end = state["resume"]["position"] is None and read_json(run_dir / "summary.json") is not None  # else: finish it (a damaged summary is written again)
     partial = state["resume"]["position"] is not None  # stopped within epoch done + 1
     if not at_end and spec.train.epochs < done + partial:
         trained = f"{done} epoch{'' if done == 1 else 's'}" + (f" and part of epoch {done + 1}" if partial else "")

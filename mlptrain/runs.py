@@ -450,11 +450,8 @@ class Run:
         """A complete run trained further: its summary no longer vouches for the checkpoints about to change."""
         path = self.path / "summary.json"
         if path.is_file():
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-            except (UnicodeDecodeError, ValueError):  # damaged: the finished run writes it whole again
-                old = {}
-            old = old if isinstance(old, dict) else {}
+            old = read_json(path)
+            old = old if isinstance(old, dict) else {}  # damaged: the finished run writes it whole again
             old.pop("checkpoints", None)
             self.write_summary({**old, "status": "resumed: training again"})
 
@@ -473,6 +470,14 @@ class Run:
                 with self._events():
                     self.writer.flush()
                     self.writer.close()
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's value; None when it is missing or damaged (a kill or a hand cut it short)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
