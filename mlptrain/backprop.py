@@ -11,8 +11,9 @@ first step. ``Backprop`` does it by hand, as the lecture notes write it::
 Skipping the graph makes a small model's step cheaper: on 2 CPU cores a digits [256, 256] step with
 Adam costs 0.78 ms instead of 0.91 ms, and a 20-epoch `fit` trains ~10 % faster. The gradients are
 the ones autograd computes (the tests compare them). ``train.backprop: auto`` uses it wherever
-``unsupported`` finds nothing in the way, and autograd everywhere else (batch/layer norm, PReLU,
-maxout, class weights, other losses, mixed precision, ``train.compile``).
+``plan.manual_blocker`` finds nothing in the way, and autograd everywhere else (batch/layer norm,
+PReLU, maxout, class weights, other losses, mixed precision, ``train.compile``, step parts that
+need autograd).
 """
 
 from __future__ import annotations
@@ -75,24 +76,6 @@ LOSS_GRADIENTS: dict[str, Callable[[torch.Tensor, torch.Tensor, Any], tuple[torc
 }
 
 
-def unsupported(model: nn.Module, loss: str, weighted: bool, precision: str, compiled: bool) -> Optional[str]:
-    """Why ``Backprop`` cannot train this setup (the first thing in the way), or None when it can."""
-    if compiled:
-        return "train.compile (torch.compile traces autograd's graph)"
-    if precision != "32":
-        return f"train.precision {precision} (autocast)"
-    if loss not in LOSS_GRADIENTS:
-        return f"the loss '{loss}' (it covers {', '.join(LOSS_GRADIENTS)})"
-    if weighted:
-        return "loss.class_weight"
-    if not isinstance(model, nn.Sequential):
-        return "this model"
-    for name, layer in model.named_children():
-        if not isinstance(layer, (nn.Linear, nn.Dropout)) and type(layer) not in DERIVATIVES:
-            return f"the layer {name} ({type(layer).__name__})"
-    return None
-
-
 def _set_grad(p: torch.Tensor, op: Callable[..., torch.Tensor], *args: Any) -> None:
     """p.grad = op(*args), written into the gradient already there: a fresh 256 KB tensor each step
     costs a page-faulting allocation (glibc hands blocks that large out with mmap)."""
@@ -112,6 +95,13 @@ class Backprop:
     """
 
     def __init__(self, model: nn.Sequential, loss: str, loss_spec: Any):
+        """Raises ValueError for a layer or loss without a written-out derivative (plan.manual_blocker
+        refuses those from the spec, before anything is built)."""
+        if loss not in LOSS_GRADIENTS:
+            raise ValueError(f"the loss '{loss}'")
+        for name, layer in model.named_children():
+            if not isinstance(layer, (nn.Linear, nn.Dropout)) and type(layer) not in DERIVATIVES:
+                raise ValueError(f"the layer {name} ({type(layer).__name__})")
         self.layers = list(model.children())
         self.loss_grad = LOSS_GRADIENTS[loss]
         self.loss_spec = loss_spec

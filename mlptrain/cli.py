@@ -353,6 +353,9 @@ def validate(
     out.print(table)
     out.print(f"learnable parameters: {info['parameters']}")
     out.print(f"monitor: {info['monitor']} (logged: {', '.join(info['metrics'])})")
+    step = info["step"]
+    out.print(f"step: parts {', '.join(step['parts']) or 'none'}; backprop {step['backprop']}; cuda graph {step['cuda_graph']}",
+              markup=False)
     out.print("config OK")
 
 

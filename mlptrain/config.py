@@ -526,8 +526,9 @@ class TrainSpec(Section):
         False,
         description="On CUDA, record one training step as a CUDA graph and replay it for every full batch: one launch "
         "a step instead of dozens, where a small model waits on its launches. Off by default until it has run on a GPU "
-        "(bench/gpu_check.py checks it against op-by-op training). summary.json's `cuda_graph` says whether it ran, or "
-        "why not: host-resident data, 16-mixed, augment, on_nan: skip_batch, scheduler.interval: step, compile, adagrad.",
+        "(bench/gpu_check.py checks it against op-by-op training). Where the step needs the host (a per-step "
+        "schedule, on_nan: skip_batch, 16-mixed, a step part with a random stream of its own, ...) it steps aside: "
+        "`mlptrain validate` and summary.json's `cuda_graph` say why.",
     )
     threads: Optional[int] = Field(None, ge=1, description="CPU threads for torch; default the cores this process may use.")
     backprop: Literal["auto", "manual", "autograd"] = Field(

@@ -13,17 +13,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 
+from mlptrain import plan
 from mlptrain.backprop import Backprop
 from mlptrain.metrics import compute_metrics, predict_classes
+from mlptrain.regularizers import Part
+from mlptrain.state import Clock, EarlyStopping, HistoryTable, Stop, Streams, Sums
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -85,10 +86,11 @@ class Loop:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     device: Optional[torch.device] = None  # where to train; default where the data is
     host_batches: bool = False  # data stays where it is (pinned host memory); each batch is copied to ``device``
-    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None  # random changes to each training batch
+    parts: list[Part] = field(default_factory=list)  # the step's parts (regularizers.build), in step order
     on_nan: str = "stop"  # stop | skip_batch
     checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch position included)
-    cuda_graph: bool = False  # on CUDA, replay each full batch's step as one CUDA graph where graph_blocker allows
+    graph_off: Optional[str] = "train.cuda_graph: false"  # None: replay each full batch's step as one CUDA graph; else why not (plan.graph_blocker)
+    epoch_end: list[Callable[[int, dict[str, float]], Optional[Stop]]] = field(default_factory=list)  # hooks; a Stop ends the run
     interrupt: Interrupt = field(default_factory=lambda: Interrupt())
 
 
@@ -106,6 +108,7 @@ class FitResult:
     skipped_batches: int = 0  # train.on_nan: skip_batch
     cuda_graph: str = "off: not on CUDA"  # "on", or "off: why" (summary.json)
     warmup_seconds: float = 0.0  # CUDA's one-time start-up costs, paid before the training clock (warm_up)
+    stop: Stop = Stop.COMPLETED  # why training ended
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -220,31 +223,6 @@ class HostBatches:
         if done is not None:
             done.record()
         return xb, yb
-
-
-def graph_blocker(loop: Loop, device: torch.device, optimizer: torch.optim.Optimizer, compiled: bool = False) -> Optional[str]:
-    """Why the training step cannot be one CUDA graph here, or None when it can.
-
-    A graph replays device work only: whatever the step asks of the host (GradScaler's overflow
-    check, a NaN test per batch, a fresh learning rate every step, a random stream of its own) rules
-    it out. Optimizers qualify when they keep their step counters on the device (``capturable``) or
-    have none (SGD). ``compiled``: the training forward is torch.compile'd (graphs of its own).
-    """
-    if not loop.cuda_graph:
-        return "train.cuda_graph: false"
-    if device.type != "cuda":
-        return "not on CUDA"
-    capturable = isinstance(optimizer, torch.optim.SGD) or all("capturable" in g for g in optimizer.param_groups)
-    blockers = [
-        (loop.host_batches, "the training data stays in host memory"),
-        (loop.precision == "16-mixed", "train.precision: 16-mixed"),
-        (loop.on_nan == "skip_batch", "train.on_nan: skip_batch"),
-        (loop.augment is not None, "augment"),
-        (loop.schedule_per_step, "scheduler.interval: step"),
-        (compiled, "train.compile"),
-        (not capturable, f"optimizer {type(optimizer).__name__.lower()}"),
-    ]
-    return next((why for blocked, why in blockers if blocked), None)
 
 
 class GraphedStep:
@@ -389,20 +367,6 @@ def warm_up(model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
     return time.perf_counter() - t0
 
 
-def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
-    if math.isnan(value):
-        return False
-    return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-def run_over(epoch: int, bad_epochs: int, epochs: int, early_stopping: bool, patience: int) -> bool:
-    """Whether training ends after ``epoch``: the last epoch, or patience used up (Keras's rule).
-
-    The loop asks it after every epoch; ``mlptrain resume`` asks it of a stopped run's last.pt.
-    """
-    return epoch >= epochs or (early_stopping and bad_epochs >= max(1, patience))
-
-
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite (``train.on_nan: stop``, or every batch of an epoch skipped)."""
 
@@ -421,87 +385,6 @@ def window_mean(losses: torch.Tensor, n: int, epoch: int, step: int) -> float:
     return total / n
 
 
-def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Every random stream a run draws from (python, numpy, torch CPU and CUDA, the loop's own generators).
-
-    The Mersenne Twister words of python's and numpy's states are kept as tensors: a checkpoint
-    pickles each Python int as its own object, which made saving last.pt several times slower.
-    """
-    version, words, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {
-        "python": {"version": version, "words": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
-        "numpy": {**np_state, "state": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                                        "pos": int(np_state["state"]["pos"])}},
-        "torch": torch.get_rng_state(),
-        "cuda": list(cuda),
-        "generators": {name: g.get_state() for name, g in generators.items()},
-    }
-
-
-class HistoryTable:
-    """The per-epoch values as one float64 table (and which were present), grown in place.
-
-    last.pt is written every epoch. Pickled value by value, a 1,000-epoch history made a checkpoint
-    20,000 objects; rebuilt from the row dicts each epoch, packing cost O(epochs) (4 ms at epoch 1,000).
-    Appending a row here costs O(columns).
-    """
-
-    def __init__(self, rows: list[dict[str, float]] = ()) -> None:
-        self.columns: list[str] = []
-        self.index: dict[str, int] = {}
-        self.values = np.zeros((8, 0), dtype=np.float64)
-        self.present = np.zeros((8, 0), dtype=bool)
-        self.n = 0
-        for row in rows:
-            self.append(row)
-
-    def append(self, row: dict[str, float]) -> None:
-        new = [k for k in row if k not in self.index]
-        if new:  # a column that appears later (train/skipped_batches): widen, earlier rows lack it
-            self.index.update((k, len(self.columns) + i) for i, k in enumerate(new))
-            self.columns += new
-            self.values = np.pad(self.values, ((0, 0), (0, len(new))))
-            self.present = np.pad(self.present, ((0, 0), (0, len(new))))
-        if self.n == len(self.values):
-            self.values = np.concatenate([self.values, np.zeros_like(self.values)])
-            self.present = np.concatenate([self.present, np.zeros_like(self.present)])
-        for k, v in row.items():
-            j = self.index[k]
-            self.values[self.n, j], self.present[self.n, j] = float(v), True
-        self.n += 1
-
-    def packed(self) -> dict[str, Any]:
-        """As last.pt stores it: the column names and two tensors viewing the rows so far (a checkpoint copies them)."""
-        return {
-            "columns": list(self.columns),
-            "values": torch.from_numpy(self.values[: self.n]),
-            "present": torch.from_numpy(self.present[: self.n]),
-        }
-
-
-def unpack_history(packed: dict[str, Any]) -> list[dict[str, float]]:
-    columns = packed["columns"]
-    return [
-        {c: (int(v) if c == "epoch" else v) for c, v, here in zip(columns, values, present) if here}
-        for values, present in zip(packed["values"].tolist(), packed["present"].tolist())
-    ]
-
-
-def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["words"].tolist()), py["gauss"]))
-    np_state = state["numpy"]
-    key = np_state["state"]["key"].numpy().astype(np.uint32)
-    np.random.set_state({**np_state, "state": {"key": key, "pos": np_state["state"]["pos"]}})
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for name, g in generators.items():
-        g.set_state(state["generators"][name])
-
-
 def epoch_steps(n: int, batch_size: Optional[int], drop_last: bool, model: nn.Module) -> int:
     """Optimizer steps in an epoch of ``n`` rows (the length of a per-step schedule is built from it).
     BatchNorm cannot normalize a batch of one row in training mode: such a tail batch is dropped."""
@@ -509,6 +392,267 @@ def epoch_steps(n: int, batch_size: Optional[int], drop_last: bool, model: nn.Mo
     tail = n % bs
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     return n // bs + (1 if tail and not (drop_last or (has_bn and tail == 1)) else 0)
+
+
+class Step:
+    """One training step on a batch: the parts' points around forward, loss, backward and update
+    (regularizers.Part), then the epoch's sums. Returns the loss, detached; None when
+    train.on_nan: skip_batch drops the batch. ``manual`` (a backprop.Backprop) computes forward,
+    loss and gradients by hand, in float32; plan.manual_blocker keeps it from parts that need autograd."""
+
+    def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], loss_fn: LossFn,
+                 optimizer: torch.optim.Optimizer, loop: Loop, device: torch.device, scaler: Optional[torch.amp.GradScaler],
+                 manual: Optional[Backprop], sums: Sums, task: Task):
+        self.model, self.forward, self.loss_fn, self.optimizer, self.loop = model, forward, loss_fn, optimizer, loop
+        self.device, self.scaler, self.manual, self.sums = device, scaler, manual, sums
+        self.parts = loop.parts
+        self.classify = task.name in ("binary", "multiclass")
+        self.task = task.name
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
+        model, optimizer, scaler, loop, manual = self.model, self.optimizer, self.scaler, self.loop, self.manual
+        for part in self.parts:
+            xb, yb = part.batch(xb, yb)
+        for part in self.parts:
+            part.before_forward(model)
+        if manual is not None:
+            logits = manual.forward(xb)
+            loss = manual.loss(logits, yb)
+        else:
+            with autocast(self.device, loop.precision):
+                logits = self.forward(xb)
+                loss = self.loss_fn(logits.float(), yb)
+            for term in (part.penalty(model) for part in self.parts):
+                if term is not None:
+                    loss = loss + term
+        if loop.on_nan == "skip_batch" and not bool(torch.isfinite(loss)):  # (one sync per step)
+            return None
+        if manual is not None:  # it overwrites every .grad in place
+            manual.backward()
+        else:  # under float16 the scaler scales the loss so small gradients survive
+            optimizer.zero_grad(set_to_none=True)
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        for part in self.parts:
+            part.after_backward(model)
+        if scaler is not None and loop.grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients
+        if loop.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+        if scaler is None:
+            optimizer.step()
+        else:  # the scaler skips a step whose gradients overflowed
+            scaler.step(optimizer)
+            scaler.update()
+        for part in self.parts:
+            part.after_step(model)
+        detached = loss.detach()
+        self.sums.loss.add_(detached, alpha=rows)  # in place: no new tensors per step
+        if self.classify:
+            self.sums.correct.add_((predict_classes(self.task, logits.detach()).view(-1) == yb.view(-1)).sum())
+        return detached
+
+
+@dataclass
+class Counters:
+    """Where the run is: epochs done, optimizer steps taken, batches skipped."""
+
+    epochs: int = 0
+    steps: int = 0
+    skipped: int = 0
+
+
+class Training:
+    """The state of one fit as components (early stopping, history, random streams, the epoch's sums,
+    the clock), the data and the step; its methods are the loop's parts, so that ``fit`` reads in
+    one screen. ``state_dict`` is last.pt's layout."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, schedule: Any,
+                 train: tuple[torch.Tensor, torch.Tensor], val: Optional[tuple[torch.Tensor, torch.Tensor]], task: Task,
+                 loop: Loop, run: Any, progress: Progress, forward: Callable[[torch.Tensor], torch.Tensor],
+                 manual: Optional[Backprop]):
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.x, self.y = train
+        self.val, self.task, self.loop, self.run, self.progress = val, task, loop, run, progress
+        self.n = len(self.x)
+        self.device = torch.device(loop.device) if loop.device is not None else self.x.device
+        self.bs = self.n if loop.batch_size is None else min(loop.batch_size, self.n)
+        self.steps_per_epoch = epoch_steps(self.n, loop.batch_size, loop.drop_last, model)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"train.batch_size {self.bs} with drop_last leaves no batch of the {self.n} training rows")
+        self.stopper = EarlyStopping(loop.monitor, loop.mode, loop.early_stopping, loop.patience, loop.min_delta,
+                                     loop.restore_best_weights)
+        self.history = HistoryTable()
+        own = {p.name: plan.PARTS[p.name].needs.seed_offset for p in loop.parts if plan.PARTS[p.name].needs.stream}
+        self.streams = Streams(loop.seed, self.device, own)
+        for part in loop.parts:
+            part.rng = self.streams.generators.get(part.name)
+        self.sums = Sums(self.device, min(loop.step_every, self.steps_per_epoch))
+        self.clock = Clock()
+        self.count = Counters()
+        self.values: dict[str, float] = {}
+        self.position: Optional[dict[str, Any]] = None  # a resumed run's place within an epoch
+        self.scaler = torch.amp.GradScaler(self.device.type) if loop.precision == "16-mixed" else None
+        self.batches = HostBatches(self.x, self.y, self.device, self.bs) if loop.host_batches else None
+        self.step = Step(model, forward, loss_fn, optimizer, loop, self.device, self.scaler, manual, self.sums, task)
+        self.graphed = GraphedStep(self.step, self.x, self.y, self.bs, optimizer, self.sums.window) if loop.graph_off is None else None
+        self.resumed_at = 0  # the epochs done when this process started
+
+    def state_dict(self, at: Optional[dict[str, Any]] = None, finished: bool = False, stopped_early: bool = False) -> dict[str, Any]:
+        """last.pt at this moment; ``at``: the position within an epoch (its order, batches done, sums)."""
+        stopper = self.stopper.state_dict()
+        return {
+            "model": self.model.state_dict(),
+            "epoch": self.count.epochs,
+            "step": self.count.steps,
+            "metrics": self.values,
+            "best": stopper["best"],
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "resume": {
+                "position": at,
+                "bad_epochs": stopper["bad_epochs"],
+                "best_model": stopper["best_model"],
+                "history": self.history.state_dict(),
+                "rng": self.streams.state_dict(),
+                "seconds": self.clock.state_dict(),
+                "skipped": self.count.skipped,
+                "finished": finished,  # the last epoch ran, or early stopping ended the run
+                "stopped_early": stopped_early,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        r = state["resume"]
+        self.stopper.load_state_dict({"best": state["best"], "bad_epochs": r["bad_epochs"], "best_model": r["best_model"]})
+        self.history.load_state_dict(r["history"])
+        self.values = dict(state["metrics"])
+        self.count = Counters(state["epoch"], state["step"], r["skipped"])
+        self.position = r["position"]
+        self.clock.load_state_dict(r["seconds"])
+        self.streams.load_state_dict(r["rng"])
+
+    def ended(self) -> bool:
+        """A resumed run that had ended (its last epoch, or early stopping) trains on only if given more
+        epochs or patience; otherwise only what follows the loop (restoring the best weights) remains."""
+        return self.position is None and self.stopper.over(self.count.epochs, self.loop.epochs)
+
+    def train_epoch(self, epoch: int) -> bool:
+        """The epoch's batches (from where a resumed run stopped); False when a signal stopped it midway."""
+        loop, sums, graphed, count = self.loop, self.sums, self.graphed, self.count
+        start = time.perf_counter()
+        if self.position is not None:  # resuming in the middle of this epoch
+            order, first = self.position["order"], self.position["batch"]
+            sums.load_state_dict(self.position["sums"])
+            start -= self.position["sums"]["seconds"]
+            self.position = None
+        else:
+            order = torch.randperm(self.n, generator=self.streams.generators["shuffle"]) if loop.shuffle else torch.arange(self.n)
+            order, first = order if self.batches is not None else order.to(self.device), 0
+            sums.zero()  # in place, every epoch: a CUDA graph adds into these very tensors
+        self.epoch_start = start
+        self.used_lr = self.optimizer.param_groups[0]["lr"]  # the rate of the epoch's last step: what its row logs as lr
+        if graphed is not None:
+            graphed.start(order, first, sums.window_steps)
+        if epoch == self.resumed_at + 1 and (self.resumed_at or first):  # a resumed run's bar starts where it stopped
+            self.progress.advance(self.resumed_at * self.steps_per_epoch + first, None)
+        for b in range(first, self.steps_per_epoch):
+            rows = min(self.bs, self.n - b * self.bs)
+            if graphed is not None and rows == self.bs and graphed.step():
+                pass  # the graph stepped, gathering its batch by itself
+            else:
+                idx = order[b * self.bs : (b + 1) * self.bs]
+                xb, yb = self.batches.get(self.x, self.y, idx) if self.batches is not None else (self.x[idx], self.y[idx])
+                detached = self.step(xb, yb, rows)
+                if detached is None:  # train.on_nan: skip_batch
+                    count.skipped += 1
+                    sums.skipped += 1
+                    rows = 0
+                else:
+                    if loop.schedule_per_step:
+                        self.used_lr = self.optimizer.param_groups[0]["lr"]
+                        self.schedule.step()
+                    sums.window[sums.window_steps] = detached
+                    if graphed is not None:
+                        graphed.eager_step_done()
+            if rows:
+                count.steps += 1
+                sums.window_steps += 1
+                sums.seen += rows
+            last_batch = b == self.steps_per_epoch - 1
+            if sums.window_steps and (count.steps % loop.step_every == 0 or last_batch):
+                self.read_window(epoch)
+            # A signal (or train.checkpoint.every_steps) saves the position within the epoch; at an
+            # epoch's last batch the epoch's end comes first (its checkpoint, logs and histograms).
+            halted = loop.interrupt.signal is not None and not last_batch
+            every = loop.checkpoint_every_steps is not None and count.steps % loop.checkpoint_every_steps == 0
+            if not last_batch and loop.save_last and self.run is not None and (halted or every):
+                if sums.window_steps:
+                    window_mean(sums.window, sums.window_steps, epoch, count.steps)  # nothing NaN goes into a checkpoint
+                at = {"epoch": epoch, "batch": b + 1, "order": order, "sums": sums.state_dict(time.perf_counter() - start)}
+                self.run.save_checkpoint("last", self.state_dict(at), durable=True)
+            if halted:
+                return False
+        return True
+
+    def read_window(self, epoch: int) -> None:
+        """The one host sync every step_every steps: the window's mean loss to the logs and the bar."""
+        sums = self.sums
+        mean = window_mean(sums.window, sums.window_steps, epoch, self.count.steps)
+        if self.run is not None:
+            self.run.log_step(self.count.steps, mean)
+        self.progress.advance(sums.window_steps, mean)
+        sums.window_steps = 0
+        if self.graphed is not None:
+            self.graphed.window_read()
+
+    def epoch_values(self, epoch: int) -> dict[str, float]:
+        """The epoch's row: training loss (and accuracy) from the sums, the validation metrics, lr."""
+        sums, loop = self.sums, self.loop
+        if sums.seen == 0:  # train.on_nan: skip_batch skipped every batch: nothing left to learn from
+            raise NonFiniteLoss(epoch, self.count.steps, float("nan"))
+        values = {"train/loss": float(sums.loss) / sums.seen}
+        if self.task.name in ("binary", "multiclass"):
+            values["train/accuracy"] = float(sums.correct) / sums.seen
+        if self.val is not None and len(self.val[0]):
+            val_start = time.perf_counter()
+            scores = evaluate(self.model, self.loss_fn, self.val[0], self.val[1], self.task, loop.eval_batch_size, loop.precision)
+            values.update({f"val/{k}": v for k, v in scores.items()})
+            self.clock.val += time.perf_counter() - val_start
+        values["lr"] = float(self.used_lr)
+        if sums.skipped:
+            values["train/skipped_batches"] = float(sums.skipped)
+        return values
+
+    def end_epoch(self, epoch: int, values: dict[str, float], improved: bool, final: bool) -> None:
+        """The epoch's logs, histograms and checkpoints (best.pt on disk before this epoch's last.pt)."""
+        run, loop, model = self.run, self.loop, self.model
+        if run is None:
+            return
+        run.log_epoch(epoch, values, time.perf_counter() - self.epoch_start)
+        if loop.histograms_every and epoch % loop.histograms_every == 0:
+            tensors = [(f"weights/{k}", p.detach().cpu()) for k, p in model.named_parameters()]
+            tensors += [(f"grads/{k}", p.grad.detach().cpu()) for k, p in model.named_parameters() if p.grad is not None]
+            run.log_histograms(epoch, tensors)
+        if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
+            run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": self.count.steps,
+                                         "metrics": values, "best": self.stopper.info()}, durable=True)
+        if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
+            run.save_checkpoint("last", self.state_dict(None, finished=final, stopped_early=final and epoch < loop.epochs),
+                                durable=True)
+
+    def graph_status(self) -> str:
+        """summary.json's cuda_graph: "on", or "off: why"."""
+        if self.graphed is not None and self.graphed.failed:
+            return f"off: capture failed ({self.graphed.failed})"
+        if self.graphed is not None and not self.graphed.captures:
+            return f"off: fewer than {GraphedStep.WARMUP + 1} full batches"
+        return "on" if self.graphed is not None else f"off: {self.loop.graph_off}"
 
 
 def fit(
@@ -535,258 +679,45 @@ def fit(
     the gradients in place of autograd.
     """
     progress = progress or NoProgress()
-    forward = forward or model
-    x, y = train
-    n = len(x)
-    stream = loop.host_batches
-    device = torch.device(loop.device) if loop.device is not None else x.device
-    bs = n if loop.batch_size is None else min(loop.batch_size, n)
-    steps_per_epoch = epoch_steps(n, loop.batch_size, loop.drop_last, model)
-    if steps_per_epoch == 0:
-        raise ValueError(f"train.batch_size {bs} with drop_last leaves no batch of the {n} training rows")
-    generators = {"shuffle": torch.Generator().manual_seed(loop.seed)}
-    if loop.augment is not None:  # its own stream on the device, apart from dropout's
-        generators["augment"] = torch.Generator(device=device).manual_seed(loop.seed + 7919)
-    batches = HostBatches(x, y, device, bs) if stream else None
-    scaler = torch.amp.GradScaler(device.type) if loop.precision == "16-mixed" else None
-    classify = task.name in ("binary", "multiclass")
-    skip_nan = loop.on_nan == "skip_batch"
-
-    best = math.inf if loop.mode == "min" else -math.inf
-    best_epoch, bad_epochs, step, skipped = 0, 0, 0, 0
-    best_state: Optional[dict[str, torch.Tensor]] = None
-    history: list[dict[str, float]] = []
-    table = HistoryTable()  # history as last.pt stores it
-    values: dict[str, float] = {}
-    done_epochs, seconds_before, val_seconds = 0, 0.0, 0.0
-    position: Optional[dict[str, Any]] = None
+    t = Training(model, loss_fn, optimizer, schedule, train, val, task, loop, run, progress, forward or model, manual)
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["schedule"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        r = resume["resume"]
-        best, best_epoch, bad_epochs = resume["best"]["value"], resume["best"]["epoch"], r["bad_epochs"]
-        best_state, history, values = r["best_model"], unpack_history(r["history"]), dict(resume["metrics"])
-        table = HistoryTable(history)
-        done_epochs, step, skipped, position = resume["epoch"], resume["step"], r["skipped"], r["position"]
-        seconds_before, val_seconds = r["seconds"]["train"] + r["seconds"]["val"], r["seconds"]["val"]
-        set_rng_state(r["rng"], generators)
-
-    def best_info() -> dict[str, Any]:
-        return {"epoch": best_epoch, "value": best, "monitor": loop.monitor, "mode": loop.mode}
-
-    def state(at: Optional[dict[str, Any]], finished: bool = False, stopped_early: bool = False) -> dict[str, Any]:
-        """The checkpoint of this moment: weights, optimizer, early stopping, counters, RNGs, position."""
-        return {
-            "model": model.state_dict(),
-            "epoch": done_epochs,
-            "step": step,
-            "metrics": values,
-            "best": best_info(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "resume": {
-                "position": at,  # mid-epoch: the epoch's order and how many of its batches are done
-                "bad_epochs": bad_epochs,
-                "best_model": best_state,
-                "history": table.packed(),
-                "rng": rng_state(generators),
-                "seconds": {"train": time.perf_counter() - start - val_seconds, "val": val_seconds},
-                "skipped": skipped,
-                "finished": finished,  # the last epoch ran, or early stopping ended the run
-                "stopped_early": stopped_early,
-            },
-        }
-
-    # The epoch's sums, on the device, allocated once: the step adds into them (a CUDA graph needs fixed addresses).
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.float64)
-    # this window's step losses: a window never spans an epoch's end, so it needs no more slots than an epoch has steps
-    window_buf = torch.zeros(min(loop.step_every, steps_per_epoch), device=device, dtype=torch.float64)
-
-    def learn(xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
-        """One step on a batch of ``rows`` rows: forward, loss, gradients, update, and the epoch's sums.
-        The loss, detached; None when train.on_nan: skip_batch drops the batch."""
-        if manual is not None:  # float32, no autograd graph: forward, loss and δ at the logits by hand
-            logits = manual.forward(xb)
-            loss = manual.loss(logits, yb)
-        else:
-            with autocast(device, loop.precision):
-                logits = forward(xb)
-                loss = loss_fn(logits.float(), yb)
-        if skip_nan and not bool(torch.isfinite(loss)):  # train.on_nan: skip_batch (one sync per step)
-            return None
-        if manual is not None:  # float32, so no scaler; it overwrites every .grad in place
-            manual.backward()
-        else:  # autograd; under float16 the scaler scales the loss so small gradients survive
-            optimizer.zero_grad(set_to_none=True)
-            (loss if scaler is None else scaler.scale(loss)).backward()
-        if scaler is None:
-            if loop.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-            optimizer.step()
-        else:  # unscale before clipping; the scaler skips a step whose gradients overflowed
-            if loop.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        detached = loss.detach()
-        loss_sum.add_(detached, alpha=rows)  # in place: no new tensors per step
-        if classify:
-            correct.add_((predict_classes(task.name, logits.detach()).view(-1) == yb.view(-1)).sum())
-        return detached
-
-    blocker = graph_blocker(loop, device, optimizer, compiled=forward is not model)
-    graphed = GraphedStep(learn, x, y, bs, optimizer, window_buf) if blocker is None else None
-    set_capturable(optimizer, graphed is not None, device)
-    warmup_seconds = warm_up(model, loss_fn, optimizer, x, y, bs, loop.precision, device) if device.type == "cuda" else 0.0
-
-    stopped = halted = False
-    start = time.perf_counter() - seconds_before
+        t.load_state_dict(resume)
+    set_capturable(optimizer, t.graphed is not None, t.device)  # after loading: last.pt keeps the flag of its own run
+    warmup_seconds = warm_up(model, loss_fn, optimizer, t.x, t.y, t.bs, loop.precision, t.device) if t.device.type == "cuda" else 0.0
+    t.clock.begin()
     model.train()
-    epoch = resumed_at = done_epochs
-    # A resumed run that had ended (its last epoch, or early stopping) trains on only if given more
-    # epochs or patience; otherwise only what follows the loop (restoring the best weights) remains.
-    ended = position is None and run_over(done_epochs, bad_epochs, loop.epochs, loop.early_stopping, loop.patience)
-    for epoch in range(done_epochs + 1, loop.epochs + 1 if not ended else 0):
-        progress.start_epoch(epoch, loop.epochs, steps_per_epoch)
-        epoch_start = time.perf_counter()
-        if position is not None:  # resuming in the middle of this epoch
-            order, first = position["order"], position["batch"]
-            sums = position["sums"]
-            loss_sum.copy_(sums["loss"])
-            correct.copy_(sums["correct"])
-            window_buf.copy_(sums["window"][: len(window_buf)])  # (last.pt of older versions held step_every slots)
-            seen, window_steps, epoch_skipped = sums["seen"], sums["window_steps"], sums["skipped"]
-            epoch_start -= sums["seconds"]
-            position = None
-        else:
-            order = torch.randperm(n, generator=generators["shuffle"]) if loop.shuffle else torch.arange(n)
-            order, first = order if stream else order.to(device), 0
-            loss_sum.zero_()  # in place, every epoch: a CUDA graph adds into these very tensors
-            correct.zero_()
-            seen, window_steps, epoch_skipped = 0, 0, 0
-        used_lr = optimizer.param_groups[0]["lr"]  # the rate of the epoch's last step: what its row logs as lr
-        if graphed is not None:
-            graphed.start(order, first, window_steps)
-        if epoch == resumed_at + 1 and (resumed_at or first):  # a resumed run's bar starts where it stopped
-            progress.advance(resumed_at * steps_per_epoch + first, None)
-        for b in range(first, steps_per_epoch):
-            rows = min(bs, n - b * bs)
-            if graphed is not None and rows == bs and graphed.step():
-                pass  # the graph stepped, gathering its batch by itself
-            else:
-                idx = order[b * bs : (b + 1) * bs]
-                xb, yb = batches.get(x, y, idx) if batches is not None else (x[idx], y[idx])
-                if loop.augment is not None:
-                    xb = loop.augment(xb, generators["augment"])
-                detached = learn(xb, yb, rows)
-                if detached is None:  # train.on_nan: skip_batch
-                    skipped += 1
-                    epoch_skipped += 1
-                    rows = 0
-                else:
-                    if loop.schedule_per_step:
-                        used_lr = optimizer.param_groups[0]["lr"]
-                        schedule.step()
-                    window_buf[window_steps] = detached
-                    if graphed is not None:
-                        graphed.eager_step_done()
-            if rows:
-                step += 1
-                window_steps += 1
-                seen += rows
-            last_batch = b == steps_per_epoch - 1
-            if window_steps and (step % loop.step_every == 0 or last_batch):
-                mean = window_mean(window_buf, window_steps, epoch, step)  # the one host sync every step_every steps
-                if run is not None:
-                    run.log_step(step, mean)
-                progress.advance(window_steps, mean)
-                window_steps = 0
-                if graphed is not None:
-                    graphed.window_read()
-            # A signal (or train.checkpoint.every_steps) saves the position within the epoch; at an
-            # epoch's last batch the epoch's end comes first (its checkpoint, logs and histograms).
-            halted = loop.interrupt.signal is not None and not last_batch
-            save_now = not last_batch and loop.save_last and run is not None and (
-                halted or (loop.checkpoint_every_steps is not None and step % loop.checkpoint_every_steps == 0)
-            )
-            if save_now:
-                if window_steps:
-                    window_mean(window_buf, window_steps, epoch, step)  # nothing NaN goes into a checkpoint
-                sums = {
-                    "loss": loss_sum, "correct": correct, "window": window_buf, "seen": seen,
-                    "window_steps": window_steps, "skipped": epoch_skipped, "seconds": time.perf_counter() - epoch_start,
-                }
-                run.save_checkpoint("last", state({"epoch": epoch, "batch": b + 1, "order": order, "sums": sums}), durable=True)
-            if halted:
-                break
-        if halted:
+    t.resumed_at = epoch = t.count.epochs
+    stop: Optional[Stop] = None
+    if t.ended():  # nothing left to train: the run ended before its summary
+        stop = Stop.EARLY_STOPPED if resume["resume"]["stopped_early"] else Stop.COMPLETED
+    while stop is None and epoch < loop.epochs:
+        epoch += 1
+        progress.start_epoch(epoch, loop.epochs, t.steps_per_epoch)
+        if not t.train_epoch(epoch):
+            stop = Stop.INTERRUPTED
             break
-
-        if seen == 0:  # train.on_nan: skip_batch skipped every batch: nothing left to learn from
-            raise NonFiniteLoss(epoch, step, float("nan"))
-        values = {"train/loss": float(loss_sum) / seen}
-        if classify:
-            values["train/accuracy"] = float(correct) / seen
-        if val is not None and len(val[0]):
-            val_start = time.perf_counter()
-            values.update({f"val/{k}": v for k, v in evaluate(model, loss_fn, val[0], val[1], task, loop.eval_batch_size, loop.precision).items()})
-            val_seconds += time.perf_counter() - val_start
-        values["lr"] = float(used_lr)
-        if epoch_skipped:
-            values["train/skipped_batches"] = float(epoch_skipped)
-        history.append({"epoch": epoch, **values})
-        table.append(history[-1])
-
-        current = values[loop.monitor]
-        improved = _improved(current, best, loop.mode, loop.min_delta)
-        if improved:
-            best, best_epoch, bad_epochs = current, epoch, 0
-            if loop.restore_best_weights:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad_epochs += 1
-        final = run_over(epoch, bad_epochs, loop.epochs, loop.early_stopping, loop.patience)
-        schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else current)
+        values = t.values = t.epoch_values(epoch)
+        t.history.append({"epoch": epoch, **values})
+        improved = t.stopper.update(epoch, values[loop.monitor], model)
+        final = t.stopper.over(epoch, loop.epochs)
+        schedule.epoch_end(values[loop.plateau_monitor] if loop.plateau_monitor else values[loop.monitor])
         if not loop.schedule_per_step:
             schedule.step()
-        done_epochs = epoch
-        if run is not None:
-            run.log_epoch(epoch, values, time.perf_counter() - epoch_start)
-            if loop.histograms_every and epoch % loop.histograms_every == 0:
-                tensors = [(f"weights/{k}", p.detach().cpu()) for k, p in model.named_parameters()]
-                tensors += [(f"grads/{k}", p.grad.detach().cpu()) for k, p in model.named_parameters() if p.grad is not None]
-                run.log_histograms(epoch, tensors)
-            if improved and loop.save_best:  # for eval/predict: weights only, no optimizer state to write
-                run.save_checkpoint("best", {"model": model.state_dict(), "epoch": epoch, "step": step, "metrics": values,
-                                             "best": best_info()}, durable=True)  # on disk before this epoch's last.pt
-            if loop.save_last:  # after the schedule's step: resuming starts the next epoch exactly here
-                run.save_checkpoint("last", state(None, finished=final, stopped_early=final and epoch < loop.epochs), durable=True)
+        t.count.epochs = epoch
+        t.end_epoch(epoch, values, improved, final)
         progress.end_epoch(epoch, values, improved)
-        if final and epoch < loop.epochs:
-            stopped = True
-            break
-        if loop.interrupt.signal is not None and not final:
-            halted = True
-            break
-
-    if resume is not None and epoch == resumed_at:  # nothing left to train: the run ended before its summary
-        stopped = resume["resume"]["stopped_early"]
-    seconds = time.perf_counter() - start - val_seconds
-    if graphed is not None and graphed.failed:
-        blocker = f"capture failed ({graphed.failed})"
-    elif graphed is not None and not graphed.captures:
-        blocker = f"fewer than {GraphedStep.WARMUP + 1} full batches"
-    how = {"skipped_batches": skipped, "cuda_graph": "on" if blocker is None else f"off: {blocker}",
-           "warmup_seconds": warmup_seconds}
-    if halted:  # last.pt holds the position; the weights stay as trained so far
-        return FitResult(best_epoch, best, done_epochs, False, seconds, step, history, val_seconds,
-                         interrupted=loop.interrupt.signal, **how)
-    if loop.restore_best_weights and best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(best_epoch, best, epoch, stopped, seconds, step, history, val_seconds, **how)
+        hooked = next((s for s in (hook(epoch, values) for hook in loop.epoch_end) if s is not None), None)
+        if final:
+            stop = Stop.EARLY_STOPPED if epoch < loop.epochs else Stop.COMPLETED
+        elif hooked is not None:
+            stop = hooked
+        elif loop.interrupt.signal is not None:
+            stop = Stop.INTERRUPTED
+    stop = stop or Stop.COMPLETED
+    result = FitResult(t.stopper.best_epoch, t.stopper.best, t.count.epochs if stop is Stop.INTERRUPTED else epoch,
+                       stop is Stop.EARLY_STOPPED, t.clock.train(), t.count.steps, t.history.rows, t.clock.val,
+                       interrupted=loop.interrupt.signal if stop is Stop.INTERRUPTED else None,
+                       skipped_batches=t.count.skipped, cuda_graph=t.graph_status(), warmup_seconds=warmup_seconds, stop=stop)
+    if stop is not Stop.INTERRUPTED and loop.restore_best_weights and t.stopper.best_state is not None:
+        model.load_state_dict(t.stopper.best_state)  # (an interrupted run keeps the weights as trained so far)
+    return result

@@ -24,12 +24,12 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from mlptrain import augment, checkpoint, data as datamod
-from mlptrain.backprop import Backprop, unsupported as backprop_unsupported
+from mlptrain import checkpoint, data as datamod, plan as plan_mod, regularizers
+from mlptrain.backprop import Backprop
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
     FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, evaluate, fit, model_device, predict_logits, resolve_precision,
-    run_over, score, unpack_history, unscale,
+    score, unscale,
 )
 from mlptrain.errors import (
     CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
@@ -38,11 +38,10 @@ from mlptrain.losses import build_loss, output_unit
 from mlptrain.metrics import confusion_matrix, predict_classes
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
+from mlptrain.state import run_over, unpack_history
 from mlptrain.runs import (
     RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_json, read_metrics, remove_partial_files,
 )
-from mlptrain.summary import check_size
-from mlptrain.tasks import monitors
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,24 +95,25 @@ class Built:
     loss_name: str
     loss_fn: Any
     task: Task
+    plan: Optional[plan_mod.Plan] = None  # the verdict of plan.check, for a spec about to train
 
 
 def build(spec: Spec, state: Optional[dict[str, Any]] = None, prepared: Optional[datamod.Prepared] = None) -> Built:
     """Data, model and loss for a spec (``state``: preprocessing from a checkpoint; ``prepared``: data
-    already at hand, or a checkpoint's preprocessing alone, so that no data file is read)."""
+    already at hand, or a checkpoint's preprocessing alone, so that no data file is read). A spec
+    with no checkpoint behind it goes through plan.check first, as validate does."""
     if prepared is None:
         prepared = datamod.prepare(spec.data, spec.task, state)
+    verdict = plan_mod.check(spec, prepared) if state is None else None
     task = prepared.task
     st = prepared.state
-    spec.augment.check_data(st.get("image_shape"), spec.data.name)
     loss_name, loss_fn = build_loss(spec.loss, task, st.get("class_names"), st.get("class_counts"))
-    check_size(spec.model, prepared.in_features, prepared.out_features)
     seed_everything(spec.train.seed)
     model = build_model(spec.model, prepared.in_features, prepared.out_features)
     n_classes = len(st["class_names"]) if task in ("binary", "multiclass") else prepared.out_features
     mean = torch.tensor(st["target_mean"], dtype=torch.float32) if st.get("target_mean") is not None else None
     std = torch.tensor(st["target_std"], dtype=torch.float32) if st.get("target_std") is not None else None
-    return Built(spec, prepared, model, loss_name, loss_fn, Task(task, max(n_classes, 2), mean, std))
+    return Built(spec, prepared, model, loss_name, loss_fn, Task(task, max(n_classes, 2), mean, std), verdict)
 
 
 def _tensors(split: Optional[datamod.Split], device: torch.device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
@@ -150,13 +150,18 @@ def manual_backprop(spec: Spec, built: Built, precision: str) -> Optional[Backpr
     """``train.backprop`` resolved: the hand-written backward pass where it covers the setup, else None (autograd)."""
     if spec.train.backprop == "autograd":
         return None
-    weighted = spec.loss.class_weight is not None
-    why = backprop_unsupported(built.model, built.loss_name, weighted, precision, spec.train.compile)
+    verdict = built.plan
+    why = plan_mod.manual_blocker(spec, built.loss_name, precision, verdict.parts)
     if why is None:
         return Backprop(built.model, built.loss_name, spec.loss)
     if spec.train.backprop == "manual":
         raise ConfigError(f"train.backprop: manual does not cover {why}; set train.backprop: auto (or autograd)")
     return None
+
+
+def capturable(optimizer: torch.optim.Optimizer) -> bool:
+    """The optimizer keeps its step counters on the device (``capturable``) or has none (SGD): a CUDA graph can step it."""
+    return isinstance(optimizer, torch.optim.SGD) or all("capturable" in g for g in optimizer.param_groups)
 
 
 @dataclass
@@ -235,17 +240,15 @@ def train(
         notify(f"warning: data.target: {len(names)} integer values ({names[0]} to {names[-1]}) are taken for classes "
                "(task: auto); set task: regression if they are quantities")
     model.to(device)
-    has_val = prepared.val is not None
+    verdict = built.plan
     es = spec.train.early_stopping
-    monitor, mode, plateau_monitor, plateau_mode = monitors(spec, task.name, has_val)
+    monitor, mode, plateau_monitor = verdict.monitor, verdict.mode, verdict.plateau_monitor
     optimizer = build_optimizer(model.parameters(), spec.optimizer, fused=device.type in ("cpu", "cuda"))
-    sched = spec.scheduler
-    per_step = sched.interval == "step" and sched.name != "reduce_on_plateau"
+    per_step = plan_mod.schedule_per_step(spec)
     batch = None if spec.train.batch_size == "full" else int(spec.train.batch_size)
     n_train = len(prepared.train.x)
-    spec.train.check_rows(n_train)
     steps = epoch_steps(n_train, batch, spec.train.drop_last, model)  # as many as the engine takes (drop_last, BatchNorm)
-    schedule = LRSchedule(optimizer, sched, spec.train.epochs * (steps if per_step else 1), plateau_mode)
+    schedule = LRSchedule(optimizer, spec.scheduler, spec.train.epochs * (steps if per_step else 1), verdict.plateau_mode)
     ckpt_spec = spec.train.checkpoint
     loop = Loop(
         epochs=spec.train.epochs, batch_size=batch, eval_batch_size=spec.train.eval_batch_size,
@@ -256,8 +259,7 @@ def train(
         step_every=spec.logging.step_every, histograms_every=spec.logging.histograms_every if spec.logging.tensorboard else 0,
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, device=device,
         precision=resolve_precision(spec.train.precision, device),
-        augment=augment.build(spec.augment, prepared.state.get("image_shape"), prepared.state["scaler"], device),
-        on_nan=spec.train.on_nan, cuda_graph=spec.train.cuda_graph,
+        parts=regularizers.build(spec, verdict.parts, prepared.state, device), on_nan=spec.train.on_nan,
     )
 
     manual = manual_backprop(spec, built, loop.precision)  # before the run directory gets its first file
@@ -282,6 +284,10 @@ def train(
         train_t = _tensors(prepared.train, device)
         loop.host_batches = train_t[0].device != device
         forward = maybe_compile(model, spec.train.compile, train_t[0], notify)
+        loop.graph_off = plan_mod.graph_blocker(
+            spec, verdict.parts, device=device.type, precision=loop.precision, host_resident=loop.host_batches,
+            compiled=forward is not model, capturable=capturable(optimizer),
+        )
         # The hundreds of thousands of objects torch, pydantic and rich leave behind would make every
         # full garbage collection during training walk them all: 0.1-0.2 s stalls, one every few
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.
@@ -334,7 +340,7 @@ def train(
             "device": str(device),
             "precision": loop.precision,
             "backprop": "manual" if manual is not None else "autograd",
-            "cuda_graph": result.cuda_graph,  # "on", or "off: why" (engine.graph_blocker)
+            "cuda_graph": result.cuda_graph,  # "on", or "off: why" (plan.graph_blocker)
             "monitor": monitor,
             "mode": mode,
             "best_epoch": result.best_epoch,

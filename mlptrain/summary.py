@@ -10,10 +10,9 @@ through the same checks (``mlptrain.tasks``).
 from __future__ import annotations
 
 import os
-from math import prod
-from typing import Any, Optional
+from typing import Any
 
-from mlptrain import tasks
+from mlptrain import plan, tasks
 from mlptrain.config import ActivationSpec, ModelSpec, Spec
 from mlptrain.errors import ConfigError
 
@@ -89,57 +88,36 @@ def check_size(spec: ModelSpec, in_features: int, out_features: int) -> None:
         )
 
 
-MANUAL_LOSSES = ("cross_entropy", "bce", "mse")  # backprop.LOSS_GRADIENTS (a test keeps the two the same)
-MANUAL_NOT = {"prelu": "PReLU", "maxout": "Maxout"}  # activations without a written-out derivative (backprop.DERIVATIVES)
-
-
-def manual_blocker(spec: Spec, loss: str) -> Optional[str]:
-    """What keeps ``train.backprop: manual`` from this spec, read off the spec alone (validate does not
-    build the model): the words backprop.unsupported uses, so validate refuses what fit refuses.
-    precision auto is left to fit, which knows the device."""
-    if spec.train.compile:
-        return "train.compile (torch.compile traces autograd's graph)"
-    if spec.train.precision not in ("32", "auto"):
-        return f"train.precision {spec.train.precision} (autocast)"
-    if loss not in MANUAL_LOSSES:
-        return f"the loss '{loss}' (it covers {', '.join(MANUAL_LOSSES)})"
-    if spec.loss.class_weight is not None:
-        return "loss.class_weight"
-    if spec.model.hidden and spec.model.norm != "none":
-        return f"the layer norm1 ({'BatchNorm1d' if spec.model.norm == 'batch' else 'LayerNorm'})"
-    for i, act in enumerate(spec.model.activations()[: len(spec.model.hidden)], start=1):
-        if act.name in MANUAL_NOT:
-            return f"the layer act{i} ({MANUAL_NOT[act.name]})"
-    return None
-
-
 def describe(spec: Spec) -> dict[str, Any]:
     """The task, loss, split sizes, columns, layer table and monitored metric of a spec; errors as fit would raise them."""
     from mlptrain import data
 
     p = data.prepare(spec.data, spec.task, pixels=False)
-    st = p.state
-    spec.augment.check_data(st.get("image_shape"), spec.data.name)
-    spec.train.check_rows(len(p.train.y))
-    loss = tasks.loss_name(spec.loss, p.task)
-    tasks.class_weights(spec.loss, loss, p.task, st.get("class_names"), st.get("class_counts"))
-    why = manual_blocker(spec, loss) if spec.train.backprop == "manual" else None
-    if why is not None:
-        raise ConfigError(f"train.backprop: manual does not cover {why}; set train.backprop: auto (or autograd)")
-    has_val = p.val is not None
-    monitor = tasks.monitors(spec, p.task, has_val)[0]
-    in_features = prod(st["image_shape"]) if "image_shape" in st else p.in_features  # images: read without pixels
-    check_size(spec.model, in_features, p.out_features)
-    layers = layer_table(spec.model, in_features, p.out_features)
+    verdict = plan.check(spec, p)  # the checks fit makes, in fit's order
+    layers = layer_table(spec.model, verdict.in_features, p.out_features)
     return {
         "task": p.task,
-        "loss": loss,
-        "in_features": in_features,
+        "loss": verdict.loss,
+        "in_features": verdict.in_features,
         "out_features": p.out_features,
         "rows": {k: (0 if getattr(p, k) is None else len(getattr(p, k).y)) for k in ("train", "val", "test")},
         "layers": layers,
         "parameters": count(layers),
-        "metrics": tasks.logged_names(p.task, has_val),
-        "monitor": monitor,
+        "metrics": tasks.logged_names(p.task, p.val is not None),
+        "monitor": verdict.monitor,
         "columns": p.columns,  # csv/parquet: [{column, role, dtype, kind, missing}]; None for other data
+        "step": step_path(spec, verdict),
     }
+
+
+def step_path(spec: Spec, verdict: plan.Plan) -> dict[str, Any]:
+    """Which step runs, as validate can tell without the device: the parts in step order, how the
+    gradients are computed, and whether the step is one CUDA graph (on CUDA; never on the CPU)."""
+    if spec.train.backprop == "autograd":
+        backprop = "autograd (train.backprop: autograd)"
+    elif verdict.manual is not None:
+        backprop = f"autograd (manual backprop does not cover {verdict.manual})"
+    else:
+        backprop = "manual" + (" (autograd where precision auto resolves to bf16-mixed)" if spec.train.precision == "auto" else "")
+    graph = plan.graph_blocker(spec, verdict.parts, device="cuda", precision=spec.train.precision)
+    return {"parts": verdict.parts, "backprop": backprop, "cuda_graph": "on CUDA" if graph is None else f"off: {graph}"}

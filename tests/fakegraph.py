@@ -2,9 +2,9 @@
 
 The engine's ``GraphedStep`` records its step with ``record`` and warms up with ``warm_step``.
 Here recording runs nothing and returns the step itself as the "replay" (a real CUDA graph also
-runs nothing while it records), warm-up steps run in line, and ``graph_blocker`` is asked as if
-the run were on CUDA. What the fake leaves untested is the capture itself: that needs a GPU
-(bench/README "On a lent GPU").
+runs nothing while it records), warm-up steps run in line, and ``plan.graph_blocker`` is asked as
+if the run were on CUDA. What the fake leaves untested is the capture itself: that needs a GPU
+(bench/gpu_check.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator
 
-import torch
-
-from mlptrain import engine
+from mlptrain import engine, plan
 
 
 @contextlib.contextmanager
@@ -22,10 +20,10 @@ def fake_cuda_graphs(fail: bool = False) -> Iterator[list[int]]:
     """Yield a list that gets one entry per recording; ``fail``: every recording raises as a capture
     of a host-synchronizing op does."""
     records: list[int] = []
-    real_blocker = engine.graph_blocker
+    real_blocker = plan.graph_blocker
 
-    def blocker(loop: engine.Loop, device: torch.device, optimizer: torch.optim.Optimizer, compiled: bool = False) -> Any:
-        return real_blocker(loop, torch.device("cuda"), optimizer, compiled)
+    def blocker(*args: Any, **kwargs: Any) -> Any:
+        return real_blocker(*args, **{**kwargs, "device": "cuda"})
 
     def record(body: Callable[[], None]) -> Callable[[], None]:
         if fail:
@@ -33,12 +31,12 @@ def fake_cuda_graphs(fail: bool = False) -> Iterator[list[int]]:
         records.append(1)
         return body
 
-    saved = engine.graph_blocker, engine.GraphedStep.record, engine.GraphedStep.warm_step
-    engine.graph_blocker = blocker
+    saved = plan.graph_blocker, engine.GraphedStep.record, engine.GraphedStep.warm_step
+    plan.graph_blocker = blocker
     engine.GraphedStep.record = staticmethod(record)
     engine.GraphedStep.warm_step = staticmethod(lambda body: body())
     try:
         yield records
     finally:
-        engine.graph_blocker, engine.GraphedStep.record, engine.GraphedStep.warm_step = (
+        plan.graph_blocker, engine.GraphedStep.record, engine.GraphedStep.warm_step = (
             saved[0], staticmethod(saved[1]), staticmethod(saved[2]))

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from mlptrain import pipeline
-from mlptrain.backprop import DERIVATIVES, LOSS_GRADIENTS, Backprop, unsupported
+from mlptrain.backprop import DERIVATIVES, LOSS_GRADIENTS, Backprop
 from mlptrain.cli import main
 from mlptrain.config import LossSpec, ModelSpec, validate_dict
+from mlptrain.plan import MANUAL_LOSSES, manual_blocker
 from mlptrain.losses import LOSSES
 from mlptrain.model import ACTIVATIONS, build_model
 
@@ -109,9 +110,12 @@ def test_backward_writes_into_the_gradients_already_there():
         torch.testing.assert_close(p.grad, a)
 
 
-def test_unsupported_names_the_first_thing_in_the_way():
+def test_manual_blocker_names_the_first_thing_in_the_way():
     def why(loss="cross_entropy", weighted=False, precision="32", compiled=False, **model):  # noqa: ANN001, ANN003
-        return unsupported(build_model(ModelSpec(hidden=[8], **model), 4, 3), loss, weighted, precision, compiled)
+        spec = validate_dict({"data": {"name": "moons"}, "model": {"hidden": [8], **model},
+                              "loss": {"name": loss, **({"class_weight": "balanced"} if weighted else {})},
+                              "train": {"precision": precision, "compile": compiled}})
+        return manual_blocker(spec, loss, precision, [])
 
     assert why() is None
     assert why(norm="batch") == "the layer norm1 (BatchNorm1d)"
@@ -177,9 +181,7 @@ def test_manual_on_a_setup_it_does_not_cover_is_one_line_and_exit_2(tmp_path, ca
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("norm", ["none", "batch", "layer"])
 def test_validate_reads_the_same_blocker_off_the_spec_as_fit_finds_in_the_model(activation, norm):
-    """summary.manual_blocker (validate, no model built) says what backprop.unsupported (fit) says."""
-    from mlptrain.summary import MANUAL_LOSSES, manual_blocker
-
+    """plan.manual_blocker (validate and fit, read off the spec) refuses exactly what Backprop cannot differentiate."""
     assert set(MANUAL_LOSSES) == set(LOSS_GRADIENTS)
     for loss, weight, precision, compiled in [("cross_entropy", None, "32", False), ("huber", None, "32", False),
                                               ("cross_entropy", "balanced", "32", False), ("mse", None, "bf16-mixed", False),
@@ -190,7 +192,17 @@ def test_validate_reads_the_same_blocker_off_the_spec_as_fit_finds_in_the_model(
             "train": {"precision": precision, "compile": compiled},
         })
         model = build_model(spec.model, 2, 3)
-        assert manual_blocker(spec, loss) == unsupported(model, loss, weight is not None, precision, compiled), (loss, weight, precision)
+        why = manual_blocker(spec, loss, precision, [])
+        try:
+            Backprop(model, loss, spec.loss)
+            in_model = None
+        except ValueError as exc:
+            in_model = str(exc)
+        if weight is None and precision == "32" and not compiled:  # what only the spec knows aside, both name the same thing
+            assert (why is None) == (in_model is None), (loss, why, in_model)
+            assert in_model is None or why.startswith(in_model), (loss, why, in_model)
+        else:
+            assert why is not None
 
 
 def test_validate_refuses_backprop_manual_where_fit_would(write_config, capsys):

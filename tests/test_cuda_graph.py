@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from fakegraph import fake_cuda_graphs
-from mlptrain import checkpoint, engine, runs
-from mlptrain.engine import Loop, graph_blocker
+from mlptrain import checkpoint, engine, pipeline, plan, runs
+from mlptrain.config import validate_dict
 from mlptrain.errors import Interrupted
 from test_resume import SGD_MOMENTUM as SGD, SignalAt, _resume, _run, assert_same_run
 
@@ -104,32 +104,40 @@ def test_a_failed_recording_trains_on_op_by_op_and_says_why(tmp_path):
     assert saved["cuda_graph"] == fallback.summary["cuda_graph"]
 
 
-def _loop(**kw: Any) -> Loop:
-    return Loop(epochs=1, batch_size=8, **{"cuda_graph": True, **kw})
+def _spec(**sections: Any) -> Any:
+    raw: dict[str, Any] = {"data": {"name": "moons"}, "train": {"batch_size": 8, "cuda_graph": True}}
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return validate_dict(raw)
 
 
 ADAM = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
+SGD_OPT = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9)
+ADAGRAD = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))])
 
 
 @pytest.mark.parametrize(
-    "loop, optimizer, why, compiled",
+    "spec, optimizer, why, runtime",
     [
-        (_loop(), ADAM, None, False),
-        (_loop(), torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1, momentum=0.9), None, False),
-        (_loop(cuda_graph=False), ADAM, "train.cuda_graph: false", False),
-        (_loop(host_batches=True), ADAM, "the training data stays in host memory", False),
-        (_loop(precision="16-mixed"), ADAM, "train.precision: 16-mixed", False),
-        (_loop(precision="bf16-mixed"), ADAM, None, False),
-        (_loop(on_nan="skip_batch"), ADAM, "train.on_nan: skip_batch", False),
-        (_loop(augment=lambda x, g: x), ADAM, "augment", False),
-        (_loop(schedule_per_step=True), ADAM, "scheduler.interval: step", False),
-        (_loop(), ADAM, "train.compile", True),
-        (_loop(), torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(2))]), "optimizer adagrad", False),
+        (_spec(), ADAM, None, {}),
+        (_spec(optimizer={"name": "sgd", "momentum": 0.9}), SGD_OPT, None, {}),
+        (_spec(train={"cuda_graph": False}), ADAM, "train.cuda_graph: false", {}),
+        (_spec(), ADAM, "the training data stays in host memory", {"host_resident": True}),
+        (_spec(train={"precision": "16-mixed"}), ADAM, "train.precision: 16-mixed", {"precision": "16-mixed"}),
+        (_spec(train={"precision": "bf16-mixed"}), ADAM, None, {"precision": "bf16-mixed"}),
+        (_spec(train={"on_nan": "skip_batch"}), ADAM, "train.on_nan: skip_batch", {}),
+        (_spec(augment={"noise": 0.1}), ADAM, "augment", {}),
+        (_spec(scheduler={"name": "cosine", "interval": "step"}), ADAM, "scheduler.interval: step", {}),
+        (_spec(), ADAM, "train.compile", {"compiled": True}),
+        (_spec(optimizer={"name": "adagrad"}), ADAGRAD, "optimizer adagrad", {}),
     ],
 )
-def test_what_keeps_a_step_off_the_graph(loop, optimizer, why, compiled):
-    assert graph_blocker(loop, torch.device("cuda"), optimizer, compiled) == why
-    assert graph_blocker(loop, torch.device("cpu"), optimizer) == ("train.cuda_graph: false" if not loop.cuda_graph else "not on CUDA")
+def test_what_keeps_a_step_off_the_graph(spec, optimizer, why, runtime):
+    parts = plan.active_parts(spec)
+    kw = {"precision": "32", "capturable": pipeline.capturable(optimizer), **runtime}
+    assert plan.graph_blocker(spec, parts, device="cuda", **kw) == why
+    assert plan.graph_blocker(spec, parts, device="cpu", **kw) == (
+        "train.cuda_graph: false" if not spec.train.cuda_graph else "not on CUDA")
 
 
 def test_a_graph_run_resumed_on_the_cpu_gets_its_optimizer_back_to_host_counters(tmp_path):

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from mlptrain import checkpoint, engine, pipeline, runs
+from mlptrain import checkpoint, pipeline, runs
 from mlptrain.config import ModelSpec, SchedulerSpec, spec_to_dict, validate_dict
 from mlptrain.engine import Loop, Task, fit
 from mlptrain.errors import CheckpointError, RunDirError
 from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule
+from mlptrain.state import HistoryTable, unpack_history
 
 BINARY = Task("binary", 2)
 XOR_X = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
@@ -914,12 +915,12 @@ def test_history_is_packed_into_a_table_and_comes_back_the_same():
     history = [{"epoch": e, "train/loss": 1.0 / e, "lr": 0.1, **({"train/skipped_batches": 2.0} if e == 2 else {})}
                for e in range(1, 1001)]
     history[5]["val/loss"] = float("nan")  # a NaN value is kept as such, a missing one stays missing
-    packed = engine.HistoryTable(history).packed()
+    packed = HistoryTable(history).packed()
     assert packed["values"].shape == (1000, 5) and packed["values"].dtype == torch.float64
-    back = engine.unpack_history(packed)
+    back = unpack_history(packed)
     assert back[:5] + back[6:] == history[:5] + history[6:] and isinstance(back[0]["epoch"], int)
     assert math.isnan(back[5]["val/loss"]) and "val/loss" not in back[4] and "train/skipped_batches" not in back[0]
-    assert engine.unpack_history(engine.HistoryTable().packed()) == []
+    assert unpack_history(HistoryTable().packed()) == []
 
 
 def test_metrics_csv_gains_a_column_that_appears_later_and_keeps_resumed_rows(tmp_path):
