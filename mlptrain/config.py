@@ -343,7 +343,8 @@ class LossSpec(NamedSection):
 
     name: Optional[LossName] = Field(
         None,
-        description="Loss; default from the task: binary→bce, multiclass→cross_entropy, regression→mse, multilabel→bce.",
+        description="Loss; default from the task: binary→bce, multiclass→cross_entropy, regression→mse, multilabel→bce. "
+        "mse on a classification task is the squared error of the sigmoid/softmax probabilities against one-hot targets.",
     )
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=1.0,
@@ -535,7 +536,7 @@ class TrainSpec(Section):
         "auto",
         description="How gradients are computed. manual: backprop written out layer by layer (mlptrain/backprop.py), "
         "no autograd graph, ~15 % off a small model's step; it covers Linear, the elementwise activations and "
-        "dropout with cross_entropy, bce or mse, in float32. autograd: loss.backward(). auto: manual where it covers "
+        "dropout with cross_entropy, bce or mse (on values), in float32. autograd: loss.backward(). auto: manual where it covers "
         "the setup, else autograd; summary.json says which ran.",
     )
     on_nan: Literal["stop", "skip_batch"] = Field(

@@ -3,7 +3,9 @@
 Every loss takes raw logits (the model's linear output) and the targets in the task's layout:
 binary float [N, 1] of 0/1, multiclass long [N] of class indices, multilabel float [N, L] of 0/1,
 regression float [N, D]. Folding the sigmoid/softmax into the loss keeps it numerically stable
-(log-softmax instead of log(softmax)).
+(log-softmax instead of log(softmax)). ``mse`` on a classification task is the notes' squared
+error of the output unit's probabilities against one-hot targets (it saturates where
+cross-entropy does not: that is the point of running it).
 """
 
 from __future__ import annotations
@@ -48,18 +50,28 @@ def hinge(logits: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.clamp(margin - t * logits, min=0.0).mean()
 
 
-# name -> constructor(spec) -> loss_fn; the tasks each fits: tasks.LOSS_TASKS
-LOSSES: dict[str, Callable[[LossSpec], LossFn]] = {
-    "cross_entropy": lambda s: lambda z, y: F.cross_entropy(z, y, label_smoothing=s.label_smoothing),
-    "nll": lambda s: lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y),
-    "kl_div": lambda s: lambda z, y: F.kl_div(F.log_softmax(z, dim=-1), _one_hot(z, y, s.label_smoothing), reduction="batchmean"),
-    "bce": lambda s: bce(s.label_smoothing),
-    "hinge": lambda s: lambda z, y: hinge(z, y, s.margin),
-    "mse": lambda s: F.mse_loss,
-    "mae": lambda s: F.l1_loss,
-    "huber": lambda s: lambda z, y: F.huber_loss(z, y, delta=s.delta),
-    "smooth_l1": lambda s: lambda z, y: F.smooth_l1_loss(z, y, beta=s.delta),
-    "log_cosh": lambda s: log_cosh,
+def squared_error(task: str) -> LossFn:
+    """Mean squared error of what the output unit gives: values for regression; for classification the
+    sigmoid/softmax probabilities against 0/1 (one-hot) targets, averaged over rows and outputs."""
+    if task == "multiclass":
+        return lambda z, y: F.mse_loss(torch.softmax(z, dim=-1), F.one_hot(y, z.shape[-1]).to(z.dtype))
+    if task in ("binary", "multilabel"):
+        return lambda z, y: F.mse_loss(torch.sigmoid(z), y)
+    return F.mse_loss
+
+
+# name -> constructor(spec, task) -> loss_fn; the tasks each fits: tasks.LOSS_TASKS
+LOSSES: dict[str, Callable[[LossSpec, str], LossFn]] = {
+    "cross_entropy": lambda s, t: lambda z, y: F.cross_entropy(z, y, label_smoothing=s.label_smoothing),
+    "nll": lambda s, t: lambda z, y: F.nll_loss(F.log_softmax(z, dim=-1), y),
+    "kl_div": lambda s, t: lambda z, y: F.kl_div(F.log_softmax(z, dim=-1), _one_hot(z, y, s.label_smoothing), reduction="batchmean"),
+    "bce": lambda s, t: bce(s.label_smoothing),
+    "hinge": lambda s, t: lambda z, y: hinge(z, y, s.margin),
+    "mse": lambda s, t: squared_error(t),
+    "mae": lambda s, t: F.l1_loss,
+    "huber": lambda s, t: lambda z, y: F.huber_loss(z, y, delta=s.delta),
+    "smooth_l1": lambda s, t: lambda z, y: F.smooth_l1_loss(z, y, beta=s.delta),
+    "log_cosh": lambda s, t: log_cosh,
 }
 
 
@@ -74,7 +86,7 @@ def build_loss(
     make = LOSSES[name]
     weights = class_weights(spec, name, task, class_names, class_counts)
     if weights is None:
-        return name, make(spec)
+        return name, make(spec, task)
     return name, weighted_loss(name, torch.tensor(weights, dtype=torch.float32), spec)
 
 

@@ -151,7 +151,7 @@ def manual_backprop(spec: Spec, built: Built, precision: str) -> Optional[Backpr
     if spec.train.backprop == "autograd":
         return None
     verdict = built.plan
-    why = plan_mod.manual_blocker(spec, built.loss_name, precision, verdict.parts)
+    why = plan_mod.manual_blocker(spec, built.loss_name, precision, verdict.parts, built.task.name)
     if why is None:
         return Backprop(built.model, built.loss_name, spec.loss)
     if spec.train.backprop == "manual":

@@ -59,7 +59,7 @@ def schedule_per_step(spec: Spec) -> bool:
     return spec.scheduler.interval == "step" and spec.scheduler.name != "reduce_on_plateau"
 
 
-def manual_blocker(spec: Spec, loss: str, precision: str, parts: list[str]) -> Optional[str]:
+def manual_blocker(spec: Spec, loss: str, precision: str, parts: list[str], task: str = "regression") -> Optional[str]:
     """What keeps hand-written backprop from this setup (the first thing in the way), or None.
 
     ``precision`` as resolved for the device; ``auto`` (validate, which knows no device) is left to fit."""
@@ -69,6 +69,8 @@ def manual_blocker(spec: Spec, loss: str, precision: str, parts: list[str]) -> O
         return f"train.precision {precision} (autocast)"
     if loss not in MANUAL_LOSSES:
         return f"the loss '{loss}' (it covers {', '.join(MANUAL_LOSSES)})"
+    if loss == "mse" and task != "regression":
+        return f"the loss 'mse' on a {task} task's probabilities (it covers mse on values)"
     if spec.loss.class_weight is not None:
         return "loss.class_weight"
     if spec.model.hidden and spec.model.norm != "none":
@@ -135,7 +137,7 @@ def check(spec: Spec, prepared: Any) -> Plan:
     loss = tasks.loss_name(spec.loss, prepared.task)
     weights = tasks.class_weights(spec.loss, loss, prepared.task, st.get("class_names"), st.get("class_counts"))
     parts = active_parts(spec)
-    manual = manual_blocker(spec, loss, spec.train.precision, parts)
+    manual = manual_blocker(spec, loss, spec.train.precision, parts, prepared.task)
     if spec.train.backprop == "manual" and manual is not None:
         raise ConfigError(f"train.backprop: manual does not cover {manual}; set train.backprop: auto (or autograd)")
     monitor, mode, plateau, plateau_mode = tasks.monitors(spec, prepared.task, prepared.val is not None)

@@ -21,7 +21,7 @@ LOSS_TASKS: dict[str, tuple[str, ...]] = {
     "kl_div": ("multiclass",),
     "bce": ("binary", "multilabel"),
     "hinge": ("binary", "multiclass"),
-    "mse": ("regression",),
+    "mse": ("regression", "binary", "multiclass", "multilabel"),  # classification: on the probabilities (losses.squared_error)
     "mae": ("regression",),
     "huber": ("regression",),
     "smooth_l1": ("regression",),

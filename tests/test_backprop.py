@@ -33,7 +33,7 @@ def _targets(loss: str, n: int, out: int, g: torch.Generator) -> torch.Tensor:
 def _both(model: torch.nn.Sequential, loss: str, spec: LossSpec, x: torch.Tensor, y: torch.Tensor, seed: int = 5):
     """(loss, grads) from autograd and from Backprop, each after the same seed (dropout draws the same masks)."""
     torch.manual_seed(seed)
-    reference = LOSSES[loss](spec)(model(x), y)
+    reference = LOSSES[loss](spec, {"cross_entropy": "multiclass", "bce": "binary"}.get(loss, "regression"))(model(x), y)
     reference.backward()
     auto = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)

@@ -297,7 +297,7 @@ def test_a_run_dir_left_by_a_kill_before_training_can_be_used(write_config, tmp_
         (["fit", "{cfg}", "--device", "tpu"], 2, ["device", "tpu"]),
         (["fit", "{cfg}", "--device", "cuda"], 1, ["CUDA is not available"]),
         (["fit", "{cfg}", "--set", "train.early_stopping.monitor=val/auc"], 2, ["val/auc", "val/accuracy"]),
-        (["fit", "{cfg}", "--set", "loss=mse"], 2, ["mse", "binary"]),
+        (["fit", "{cfg}", "--set", "loss=mae"], 2, ["mae", "binary"]),
     ],
 )
 def test_bad_input_exit_codes(argv, code, words, write_config, tmp_path, capsys):

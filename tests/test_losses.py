@@ -7,6 +7,7 @@ from typing import get_args
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mlptrain import config
 from mlptrain.config import LossSpec
@@ -92,6 +93,8 @@ CASES = [
     ("hinge", {}, "multiclass", lambda z, y: _hinge_manual(z, y, 1.0)),
     ("hinge", {"margin": 0.5}, "multiclass", lambda z, y: _hinge_manual(z, y, 0.5)),
     ("mse", {}, "regression", lambda z, y: ((z - y) ** 2).mean()),
+    ("mse", {}, "binary", lambda z, y: ((torch.sigmoid(z) - y) ** 2).mean()),
+    ("mse", {}, "multiclass", lambda z, y: ((torch.softmax(z, -1) - F.one_hot(y, z.shape[-1]).to(z.dtype)) ** 2).mean()),
     ("mae", {}, "regression", lambda z, y: (z - y).abs().mean()),
     ("huber", {}, "regression", lambda z, y: _huber_manual(z, y, 1.0)),
     ("huber", {"delta": 2.0}, "regression", lambda z, y: _huber_manual(z, y, 2.0)),
@@ -198,7 +201,8 @@ def test_fit_table():
     assert set(FITS["cross_entropy"]) == {"multiclass"}
     assert set(FITS["bce"]) == {"binary", "multilabel"}
     assert set(FITS["hinge"]) == {"binary", "multiclass"}
-    for name in ("mse", "mae", "huber", "smooth_l1", "log_cosh"):
+    assert set(FITS["mse"]) == {"regression", "binary", "multiclass", "multilabel"}  # classification: on probabilities
+    for name in ("mae", "huber", "smooth_l1", "log_cosh"):
         assert set(FITS[name]) == {"regression"}
 
 
@@ -249,3 +253,24 @@ def test_a_key_the_tasks_default_loss_does_not_read_is_refused(kw, task, key):
     with pytest.raises(ConfigError, match=f"^{key} \\(only "):
         build_loss(LossSpec(**kw), task)
     build_loss(LossSpec(label_smoothing=0.1), "binary")  # bce reads it
+
+
+def test_cross_entropy_learns_from_a_saturated_start_where_squared_error_on_probabilities_stalls():
+    """The notes' comparison: a sigmoid unit that starts confidently wrong. Squared error's gradient
+    carries σ'(z) ≈ 0 there; cross-entropy's is σ(z) − y, as large as the mistake."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 2)
+    y = (x[:, :1] > 0).float()
+
+    def train(loss: str) -> float:
+        _, fn = build_loss(LossSpec(name=loss), "binary")
+        w = torch.tensor([[-8.0, 0.0]], requires_grad=True)  # every positive row gets σ(z) ≈ 0
+        for _ in range(100):
+            value = fn(x @ w.t(), y)
+            (g,) = torch.autograd.grad(value, [w])
+            with torch.no_grad():
+                w -= 0.5 * g
+        return float(((x @ w.t() > 0).float() == y).float().mean())
+
+    assert train("bce") >= 0.95
+    assert train("mse") < 0.2  # mostly still on the wrong side after 100 steps (it was 0.055)

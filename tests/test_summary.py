@@ -131,7 +131,7 @@ def test_image_rows_without_pixels_split_like_the_full_read(tmp_path):
 
 
 @pytest.mark.parametrize("spec_change, message", [
-    ({"loss": "mse"}, "loss.name = 'mse' does not fit task 'multiclass'"),
+    ({"loss": "mae"}, "loss.name = 'mae' does not fit task 'multiclass'"),
     ({"loss": {"class_weight": {"nine": 2.0}}}, "loss.class_weight names unknown classes ('nine')"),
     ({"train": {"early_stopping": {"monitor": "val/r2"}}}, "train.early_stopping.monitor = 'val/r2' is not a logged metric"),
     ({"scheduler": {"name": "reduce_on_plateau", "monitor": "val/f2"}}, "scheduler.monitor = 'val/f2' is not a logged metric"),
