@@ -633,6 +633,25 @@ def _unknown_tag(problem: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
+BOOL_TAG = YAML_TAG + "bool"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2's booleans: only true and false (in any case) are booleans.
+
+    YAML 1.1, which PyYAML follows, also reads yes/no/on/off/y/n as booleans, so a class named `yes`
+    in a CSV became True in `class_weight: {yes: 2.0}`, `data.categorical: [yes]` or `--set
+    data.target=on`. Fields that are booleans still take yes/no (pydantic reads those strings).
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+ConfigLoader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|false)$", re.IGNORECASE), list("tTfF"))
+
 MAX_DEPTH = 50  # a config nests a few sections deep; PyYAML composes recursively and dies near 1000
 
 
@@ -650,7 +669,7 @@ class _DuplicateKey(yaml.YAMLError):
 
 def _check_unique_keys(text: str) -> None:
     """Raise ``_DuplicateKey`` for the first mapping, at any depth, that repeats a key."""
-    stack, seen = [yaml.compose(text, Loader=yaml.SafeLoader)], set()
+    stack, seen = [yaml.compose(text, Loader=ConfigLoader)], set()
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:  # (an alias repeats a node already walked)
@@ -669,11 +688,11 @@ def _check_unique_keys(text: str) -> None:
 
 
 def _safe_load(text: str) -> Any:
-    """``yaml.safe_load``, refusing (``_TooDeep``) collections nested over MAX_DEPTH levels before composing them:
-    their events are streamed first, so a file of ten thousand ``[`` costs as much as one of fifty. A key
-    given twice in one mapping is refused too (``_DuplicateKey``)."""
+    """``yaml.safe_load`` with YAML 1.2's booleans (``ConfigLoader``), refusing (``_TooDeep``) collections
+    nested over MAX_DEPTH levels before composing them: their events are streamed first, so a file of ten
+    thousand ``[`` costs as much as one of fifty. A key given twice in one mapping is refused too (``_DuplicateKey``)."""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=ConfigLoader):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -682,7 +701,7 @@ def _safe_load(text: str) -> Any:
             depth -= 1
     _check_unique_keys(text)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as exc:  # PyYAML's constructors on e.g. an empty `!!float`

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mlptrain.config import apply_overrides, load_spec, validate_dict
@@ -176,3 +178,25 @@ def test_set_switching_the_choice_is_checked_too(write_config):
     path = write_config("data: {name: moons}\noptimizer: {name: adam, betas: [0.8, 0.99]}\n")
     with pytest.raises(ConfigError, match=r"optimizer.betas = \(0.8, 0.99\) changes nothing with optimizer.name 'sgd'"):
         load_spec(path, ["optimizer.name=sgd"])
+
+
+def test_yes_no_on_off_are_strings_as_in_yaml_1_2_and_boolean_keys_still_take_them(write_config, tmp_path, capsys):
+    """YAML 1.1 read yes/no/on/off as booleans: a class `yes` became True ("unknown classes ('True')"),
+    a column named `on` or `yes` a bool that no column matched. Only true/false are booleans now."""
+    from mlptrain.cli import main
+
+    rows = "".join(f"{i / 10},{i % 3},{'yes' if i % 2 else 'no'}\n" for i in range(200))
+    (tmp_path / "f.csv").write_text("x,yes,on\n" + rows)
+    cfg = write_config(f"data: {{name: csv, path: {tmp_path / 'f.csv'}, target: on, categorical: [yes]}}\n"
+                       "loss: {class_weight: {yes: 2.0, no: 1}}\ntrain: {shuffle: no, drop_last: On}\n")
+    spec = load_spec(cfg)
+    assert spec.data.target == "on" and spec.data.categorical == ["yes"] and spec.loss.class_weight == {"yes": 2.0, "no": 1.0}
+    assert spec.train.shuffle is False and spec.train.drop_last is True  # boolean keys read yes/no/on/off as before
+    assert main(["validate", str(cfg)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"│ yes +│ feature +│ \w+ +│ categorical", printed), printed
+    assert main(["validate", str(cfg), "--set", "data.target=on", "--set", "data.categorical=[yes]"]) == 0
+    assert load_spec(cfg, ["train.shuffle=off", "loss.class_weight={on: 3}"]).loss.class_weight == {"on": 3.0}
+    assert load_spec(cfg, ["train.shuffle=TRUE"]).train.shuffle is True
+    with pytest.raises(ConfigError, match=r"train.shuffle = 'maybe'"):
+        load_spec(cfg, ["train.shuffle=maybe"])
