@@ -9,15 +9,19 @@ to hold exactly these names.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, Sequence, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlptrain.errors import ConfigError, DataError
+from mlptrain.errors import ConfigError, ConfigWarning, DataError
+from mlptrain.wording import article
 
 ActivationName = Literal[
     "sigmoid", "tanh", "hardtanh", "softsign", "relu", "leaky_relu", "prelu", "abs",
@@ -68,6 +72,8 @@ class Section(BaseModel):
     # optimizer names sgd and rmsprop only. Set away from its default under any other value it would
     # change nothing, so ``unused_keys`` refuses it.
     USED_BY: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {}
+    # key -> values that switch the key's own effect off (histograms_every: 0, never): they agree with any choice.
+    NEVER: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
 
 class NamedSection(Section):
@@ -586,6 +592,7 @@ class LoggingSpec(Section):
     )
 
     USED_BY = {"histograms_every": ("tensorboard", (True,))}
+    NEVER = {"histograms_every": (0,)}
 
 
 class Spec(Section):
@@ -741,7 +748,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if raw is None:
         raise ConfigError(f"{path}: the config is empty; it needs at least a `data:` section")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...), got a {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...), got {article(type(raw).__name__)}")
     return raw
 
 
@@ -751,7 +758,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if "=" not in item:
             raise ConfigError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
         key, text = item.split("=", 1)
-        parts = [p for p in key.strip().split(".")]
+        parts = override_key(item)
         if not all(parts):
             raise ConfigError(f"--set {_shown(item)}: empty key part in {_shown(key)}; write KEY as section.key, e.g. optimizer.lr")
         try:
@@ -789,6 +796,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             value = {**{k: v for k, v in old.items() if _read_by(section, k, value)}, "name": value}
         node[parts[-1]] = value
     return raw
+
+
+def override_key(item: str) -> list[str]:
+    """The key path of a ``KEY=VALUE`` override: ``optimizer.lr=0.1`` -> ["optimizer", "lr"]."""
+    return item.split("=", 1)[0].strip().split(".")
 
 
 def _read_by(section: type[Section], key: str, name: str) -> bool:
@@ -911,34 +923,91 @@ def validate_dict(raw: dict[str, Any], source: str = "config") -> Spec:
         raise ConfigError(f"{source}: " + "; ".join(by_path.values())) from None
 
 
-def unused_keys(section: Section, path: str, name: Optional[str] = None) -> list[str]:
-    """The keys of ``section`` (at ``path``) set away from their defaults that its choices do not read
-    (``momentum: 0.9`` with adam): accepted, they would change nothing. ``name`` stands for the
-    section's own name where that is only known later (the task's default loss)."""
-    problems = []
+Loc = tuple[Union[str, int], ...]  # a key's place in the spec: ("optimizer", "lr"), ("model", "activation", 1, "slope")
+
+
+def dotted(loc: Loc) -> str:
+    """A key's place as messages write it: model.activation[1].slope."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _yaml_value(value: Any) -> str:
+    """A choice as the config writes it: true/false for booleans, the name itself otherwise."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class InertKey:
+    """A key set away from its default that its section's choice does not read (``momentum: 0.9`` with
+    adam): accepted, it would change nothing."""
+
+    key: Loc
+    by: Loc  # the key whose value decides
+    value: Any
+    chosen: Any
+    readers: tuple[Any, ...]
+
+    def _choice(self) -> tuple[str, str]:
+        """The choice made and which choices read the key, in the config's own spelling."""
+        if isinstance(self.chosen, bool):
+            return f"{dotted(self.by)}: {_yaml_value(self.chosen)}", f"only {self.by[-1]}: {_yaml_value(not self.chosen)} reads it"
+        verb = "reads" if len(self.readers) == 1 else "read"
+        return f"{dotted(self.by)} '{self.chosen}'", f"only {', '.join(map(_yaml_value, self.readers))} {verb} it"
+
+    def error(self) -> str:
+        choice, readers = self._choice()
+        if isinstance(self.chosen, bool) or len(self.readers) == 1:
+            fix = f"set {dotted(self.by)}: {_yaml_value(not self.chosen if isinstance(self.chosen, bool) else self.readers[0])}"
+        else:
+            fix = "pick one of those"
+        return f"{dotted(self.key)} = {_shown(self.value)} changes nothing with {choice} ({readers}): remove it, or {fix}"
+
+    def warning(self) -> str:
+        choice, readers = self._choice()
+        return f"{dotted(self.key)} = {_shown(self.value)} is ignored with {choice} from --set ({readers})"
+
+
+def _inert_in(section: Section, loc: Loc, name: Optional[str] = None) -> list[InertKey]:
+    """The inert keys of one section. ``name`` stands for the section's own name where that is only
+    known later (the task's default loss)."""
+    found = []
     for key, (by, readers) in section.USED_BY.items():
         chosen = name if by == "name" and name is not None else getattr(section, by)
         value = getattr(section, key)
-        if chosen not in readers and value != type(section).model_fields[key].get_default(call_default_factory=True):
-            problems.append(
-                f"{path}.{key} = {_shown(value)} changes nothing with {path}.{by} '{chosen}' (only "
-                f"{', '.join(map(str, readers))} read it): remove it, or pick one of those"
-            )
-    return problems
+        default = type(section).model_fields[key].get_default(call_default_factory=True)
+        if chosen not in readers and value != default and value not in section.NEVER.get(key, ()):
+            found.append(InertKey((*loc, key), (*loc, by), value, chosen, readers))
+    return found
 
 
-def check_unused(spec: Spec) -> list[str]:
-    """``unused_keys`` of every section whose choices are known from the spec alone (the loss is
-    checked again when the task's default loss is known: ``losses.build_loss``)."""
+def unused_keys(section: Section, path: str, name: Optional[str] = None) -> list[str]:
+    """``InertKey.error`` of each key of ``section`` (at ``path``) that its choices do not read."""
+    return [k.error() for k in _inert_in(section, tuple(path.split(".")), name)]
+
+
+def _sections(spec: Spec) -> list[tuple[Section, Loc]]:
+    """The sections whose choices decide which of their keys are read, with their places."""
     activations = spec.model.activation
-    named = [(a, f"model.activation[{i}]") for i, a in enumerate(activations)] if isinstance(activations, list) else [
-        (activations, "model.activation")
-    ]
-    named += [(spec.data, "data"), (spec.model.init, "model.init"), (spec.optimizer, "optimizer"), (spec.scheduler, "scheduler"),
-              (spec.train.early_stopping, "train.early_stopping"), (spec.logging, "logging")]
-    if spec.loss.name is not None:
-        named.append((spec.loss, "loss"))
-    problems = [p for section, path in named for p in unused_keys(section, path)]
+    found: list[tuple[Section, Loc]] = (
+        [(a, ("model", "activation", i)) for i, a in enumerate(activations)] if isinstance(activations, list)
+        else [(activations, ("model", "activation"))]
+    )
+    found += [(spec.data, ("data",)), (spec.model.init, ("model", "init")), (spec.optimizer, ("optimizer",)),
+              (spec.scheduler, ("scheduler",)), (spec.train.early_stopping, ("train", "early_stopping")),
+              (spec.logging, ("logging",)), (spec.loss, ("loss",))]
+    return found
+
+
+def inert_keys(spec: Spec) -> list[InertKey]:
+    """The inert keys of every section whose choices are known from the spec alone (the default loss is
+    known with the task only: ``tasks.loss_name`` checks the loss then)."""
+    return [k for section, loc in _sections(spec) if section is not spec.loss or spec.loss.name is not None
+            for k in _inert_in(section, loc)]
+
+
+def _conflicts(spec: Spec) -> list[str]:
+    """Keys that are read but cannot work together."""
+    problems = []
     sched = spec.scheduler
     if sched.name in ("cosine", "reduce_on_plateau") and sched.min_lr >= spec.optimizer.lr:
         problems.append(f"scheduler.min_lr = {sched.min_lr:g} is not below optimizer.lr = {spec.optimizer.lr:g}: the lr would "
@@ -949,14 +1018,40 @@ def check_unused(spec: Spec) -> list[str]:
     return problems
 
 
+def _switched_off(inert: list[InertKey], overrides: list[str], file_raw: dict[str, Any]) -> list[InertKey]:
+    """The inert keys that a ``--set`` made inert: it changed their choice (``logging.tensorboard=false``
+    under a file's ``histograms_every: 20``) and not the key itself, and the file alone does not
+    already contradict itself there. Those are a switch on top of a file, not a mistake in it."""
+    touched = [tuple(override_key(item)) for item in overrides]
+
+    def hit(loc: Loc) -> bool:
+        parts = tuple(map(str, loc))
+        return any(t[: len(parts)] == parts or parts[: len(t)] == t for t in touched)
+
+    candidates = [k for k in inert if hit(k.by) and not hit(k.key)]
+    if not candidates:
+        return []
+    try:
+        own = {k.key for k in inert_keys(validate_dict(file_raw))}
+    except ConfigError:  # the file needs its --set to be whole: the --set made the choice
+        own = set()
+    return [k for k in candidates if k.key not in own]
+
+
 def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:
-    """Read, override and validate a config file; a key that would change nothing is refused too."""
+    """Read, override and validate a config file. A key that would change nothing is refused, unless a
+    ``--set`` switched off what reads it: then it is one warning."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path), list(overrides or []))
-    spec = validate_dict(raw, str(path))
-    problems = check_unused(spec)
+    overrides = list(overrides or [])
+    file_raw = read_yaml(path)
+    spec = validate_dict(apply_overrides(copy.deepcopy(file_raw), overrides), str(path))
+    inert = inert_keys(spec)
+    switched = _switched_off(inert, overrides, file_raw)
+    problems = [k.error() for k in inert if k not in switched] + _conflicts(spec)
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
+    for k in switched:
+        warnings.warn(ConfigWarning(f"{path}: {k.warning()}"), stacklevel=2)
     if spec.name is None:
         spec.name = path.stem
     # Data paths are relative to the config file; store them absolute so checkpoints work from anywhere.

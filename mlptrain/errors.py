@@ -67,3 +67,7 @@ class DataWarning(Notice):
 
 class CheckpointWarning(Notice):
     """About a checkpoint (it does not match the SHA-256 its run recorded)."""
+
+
+class ConfigWarning(Notice):
+    """About the config (a key that a ``--set`` made inert)."""

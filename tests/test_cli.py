@@ -417,6 +417,44 @@ def test_every_shipped_config_runs(config, tmp_path, capsys):
     assert summary["epochs_run"] <= 3 and "test" in summary["metrics"]
 
 
+@pytest.mark.parametrize("switch", ["logging.tensorboard=false", "train.early_stopping.enabled=false"])
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_takes_a_one_flag_switch_with_at_most_one_warning(config, switch, tmp_path, capsys):
+    """A --set that switches something off is not refused because the file sets a key only the switched-off
+    feature reads (digits.yaml's patience, or histograms_every: 0, which means never anyway)."""
+    from imagefiles import write_mnist
+    from mlptrain.config import IMAGE_NAMES, EarlyStoppingSpec, LoggingSpec, read_yaml
+
+    raw = read_yaml(CONFIGS / config)
+    sets = ["--set", switch]
+    if raw["data"]["name"] in IMAGE_NAMES:  # the sets are not shipped: the same files, small
+        write_mnist(tmp_path / "images", n_train=40, n_test=20)
+        sets += ["--set", f"data.root={tmp_path / 'images'}"]
+    assert main(["validate", str(CONFIGS / config), *sets]) == 0, capsys.readouterr().err
+    ignored = [line for line in capsys.readouterr().err.splitlines() if "is ignored" in line]
+    section, key, model = ("train", "early_stopping"), "patience", EarlyStoppingSpec
+    if switch.startswith("logging"):
+        section, key, model = ("logging",), "histograms_every", LoggingSpec
+    value = raw.get(section[0], {}).get(section[-1], {}) if len(section) == 2 else raw.get("logging", {})
+    value = value.get(key) if isinstance(value, dict) else None
+    by = switch.split("=")[0]
+    expected = [] if value in (None, model.model_fields[key].default, *model.NEVER.get(key, ())) else [
+        f"warning: {CONFIGS / config}: {'.'.join(section)}.{key} = {value} is ignored with {by}: false from --set "
+        f"(only {by.split('.')[-1]}: true reads it)"
+    ]
+    assert ignored == expected
+
+
+def test_a_switched_off_key_warns_once_and_the_run_trains(tmp_path, capsys):
+    argv = ["fit", str(CONFIGS / "quickstart.yaml"), "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=2",
+            "--set", "train.early_stopping.enabled=false", "--set", "logging.tensorboard=false"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "train.early_stopping.patience = 8 is ignored" in err, err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
+    assert not list((tmp_path / "run").rglob("events.out.tfevents*"))
+
+
 def test_xor_config_is_learned_with_one_hidden_layer_and_not_without(tmp_path, capsys):
     deep, linear = tmp_path / "deep", tmp_path / "linear"
     assert main(["fit", str(CONFIGS / "xor.yaml"), "--run-dir", str(deep), "--set", "train.epochs=60"]) == 0
