@@ -216,6 +216,7 @@ def _resume(run_dir: Path, overrides: list[str], config: Optional[Path]) -> None
 def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     """Run ``go(progress)`` (a fit or a resume) and print its results and where to look next."""
     from mlptrain.tasks import monitor_key
+    from mlptrain.wording import plural
 
     progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
     try:
@@ -232,7 +233,7 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     stop = "stopped early" if s["stopped_early"] else "ran all epochs"
     precision = f" ({s['precision']})" if s.get("precision", "32") != "32" else ""
     out.print(
-        f"{s['epochs_run']} epochs ({stop}) in {s['train_seconds']:.1f}s (+{s['val_seconds']:.1f}s validating) on {s['device']}{precision}; "
+        f"{plural(s['epochs_run'], 'epoch')} ({stop}) in {s['train_seconds']:.1f}s (+{s['val_seconds']:.1f}s validating) on {s['device']}{precision}; "
         f"best {s['monitor']} {fmt(s['best_value'])} at epoch {s['best_epoch']}; {s['parameters']} parameters"
     )
     if result.checkpoint is not None:

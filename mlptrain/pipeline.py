@@ -42,6 +42,7 @@ from mlptrain.state import run_over, unpack_history
 from mlptrain.runs import (
     RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_json, read_metrics, remove_partial_files,
 )
+from mlptrain.wording import plural
 
 
 def resolve_device(name: str) -> torch.device:
@@ -307,7 +308,7 @@ def train(
             run.flush()
             raise Interrupted(_interrupted(result, run_path, loop, steps), result.interrupted)
         if result.skipped_batches:
-            notify(f"warning: train.on_nan: skipped {result.skipped_batches} batches whose loss was NaN or infinite")
+            notify(f"warning: train.on_nan: skipped {plural(result.skipped_batches, 'batch', 'batches')} whose loss was NaN or infinite")
         metrics = {}
         for name, split in (("train", prepared.train), ("val", prepared.val), ("test", prepared.test)):
             t = train_t if name == "train" else _tensors(split, device)
@@ -460,7 +461,7 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     at_end = state["resume"]["position"] is None and read_json(run_dir / "summary.json") is not None  # else: finish it (a damaged summary is written again)
     partial = state["resume"]["position"] is not None  # stopped within epoch done + 1
     if not at_end and spec.train.epochs < done + partial:
-        trained = f"{done} epoch{'' if done == 1 else 's'}" + (f" and part of epoch {done + 1}" if partial else "")
+        trained = plural(done, "epoch") + (f" and part of epoch {done + 1}" if partial else "")
         raise ConfigError(
             f"train.epochs={spec.train.epochs}: {run_dir} has already trained {trained}; give train.epochs >= "
             f"{done + partial} (or leave it out to finish the run's {stored['train']['epochs']})"
@@ -468,10 +469,10 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     if at_end and run_over(done, bad, spec.train.epochs, es.enabled, es.patience):
         if done >= spec.train.epochs:
             raise RunDirError(
-                f"{run_dir}: complete, all {done} epochs ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
+                f"{run_dir}: complete, {'its 1 epoch' if done == 1 else f'all {done} epochs'} ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
             )
         raise RunDirError(
-            f"{run_dir}: stopped early at epoch {done} ({bad} epochs without improvement); to go on: "
+            f"{run_dir}: stopped early at epoch {done} ({plural(bad, 'epoch')} without improvement); to go on: "
             f"mlptrain resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"
         )
     return spec, state

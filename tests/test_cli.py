@@ -84,6 +84,11 @@ def test_fit_prints_run_dir_first_then_one_line_per_epoch_and_final_table(fitted
     assert "TensorBoard" in printed
 
 
+def test_a_one_epoch_fit_says_1_epoch(write_config, tmp_path, capsys):
+    assert main(["fit", str(write_config(TINY)), "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=1"]) == 0
+    assert re.search(r"^1 epoch \(ran all epochs\) in ", capsys.readouterr().out, re.M)
+
+
 def test_run_directory_layout(fitted):
     run_dir, _ = fitted
     assert (run_dir / "checkpoints" / "best.pt").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()

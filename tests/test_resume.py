@@ -257,6 +257,12 @@ def test_extending_a_complete_run_equals_training_longer_at_once(tmp_path):
     assert extended.summary["epochs_run"] == 9 and extended.summary["status"] == "complete"
 
 
+def test_a_complete_one_epoch_run_is_counted_in_the_singular(tmp_path):
+    one = _run({**SGD_MOMENTUM, "train": {**SGD_MOMENTUM["train"], "epochs": 1}}, tmp_path, "one")
+    with pytest.raises(RunDirError, match=r"complete, its 1 epoch ran; to train longer: .* --set train.epochs=2$"):
+        pipeline.load_resume(one.run_dir, [])
+
+
 def test_a_resumed_run_keeps_its_config_but_for_how_long_and_where(tmp_path):
     path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 5)
     with pytest.raises(ConfigError, match=r"optimizer.lr: the run was trained with 0.05, not 0.1.*train.epochs"):
@@ -282,7 +288,7 @@ def test_resume_after_early_stopping_says_how_to_go_on(tmp_path):
                                              "early_stopping": {"patience": 1, "min_delta": 0.05}}}
     done = _run(raw, tmp_path, "stopped")
     assert done.summary["stopped_early"]
-    with pytest.raises(RunDirError, match=r"stopped early at epoch \d+ .*train.early_stopping.patience=2"):
+    with pytest.raises(RunDirError, match=r"stopped early at epoch \d+ \(1 epoch without improvement\).*train.early_stopping.patience=2"):
         pipeline.load_resume(done.run_dir, [])
     again = _resume(done.run_dir, ["train.early_stopping.patience=2"])
     assert again.summary["epochs_run"] > done.summary["epochs_run"]

@@ -34,6 +34,7 @@ import numpy as np
 from mlptrain.config import DataSpec
 from mlptrain.data.sources import Table, load_arrays
 from mlptrain.errors import DataError, DataWarning
+from mlptrain.wording import article
 
 __all__ = ["IMAGE_SETS", "load_images", "locate", "search_dirs", "download", "read_idx", "read_cifar_batch", "read_image_inputs"]
 
@@ -285,7 +286,7 @@ def _unpickle(path: Path) -> dict:
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, ...: whatever a damaged file raises
         raise DataError(f"{path}: not a CIFAR-10 python batch, corrupt or truncated ({type(exc).__name__}: {exc}); delete it and get it again") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path}: not a CIFAR-10 python batch (holds a {type(obj).__name__}, not a dict)")
+        raise DataError(f"{path}: not a CIFAR-10 python batch (holds {article(type(obj).__name__)}, not a dict)")
     return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
 
 
