@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from mlptrain.errors import ConfigError, Interrupted, MlptrainError, RunDirError
 from mlptrain.runs import RESUMABLE
@@ -24,8 +25,54 @@ from mlptrain.runs import RESUMABLE
 # Typer re-exports click's errors under its own names; newer Typer vendors click, older ones import it.
 ClickException: type[Exception] = typer.BadParameter.__mro__[2]
 
+
+class _NamedOption(TyperOption):
+    """An option in --help as click and other Typer tools show it: a flag alone (``--json``), a value by
+    its name (``--set KEY=VALUE``, ``--device DEVICE``) rather than its Python type (``<list[str]>``)."""
+
+    def display_type_rich(self, ctx: Any) -> Optional[str]:
+        return None if self.is_flag else (self.metavar or self.name.upper())
+
+
+class _NamedArgument(TyperArgument):
+    """An argument in --help by its name alone: ``CHECKPOINT``, ``[CONFIG]`` when optional (not
+    ``{CHECKPOINT} <path>``)."""
+
+    def display_type_rich(self, ctx: Any) -> Optional[str]:
+        return None
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+        return name if self.required else f"[{name}]"
+
+
+def _named(params: list[Any]) -> list[Any]:
+    """Typer builds its parameters itself, with no hook for their class: give them the named help here."""
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _NamedOption
+        elif type(param) is TyperArgument:
+            param.__class__ = _NamedArgument
+    return params
+
+
+class NamedHelpCommand(TyperCommand):
+    """A command whose --help names values (``_NamedOption``, ``_NamedArgument``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _named(super().get_params(ctx))
+
+
+class NamedHelpGroup(TyperGroup):
+    """The ``mlptrain`` group, with the same help as its commands."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _named(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="mlptrain",
+    cls=NamedHelpGroup,
     help="Train multi-layer perceptrons from one YAML file.\n\nStart with `mlptrain init my.yaml`, then `mlptrain fit my.yaml`.",
     add_completion=False,
     no_args_is_help=True,
@@ -41,8 +88,25 @@ def fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _print_version(asked: bool) -> None:
+    """``mlptrain --version``: the installed package's version, without importing torch."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("mlptrain")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from mlptrain import __version__ as number
+    out.print(f"mlptrain {number}", markup=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback on errors."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+) -> None:
     """Global options (read by ``main``)."""
 
 
@@ -127,14 +191,14 @@ def metrics_table(metrics: dict[str, dict[str, float]], title: str) -> Table:
 # Commands
 
 
-@app.command(epilog="Example: mlptrain fit configs/quickstart.yaml --set optimizer.lr=0.01 --set model.hidden=[128,128]")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain fit configs/quickstart.yaml --set optimizer.lr=0.01 --set model.hidden=[128,128]")
 def fit(
     config: Optional[Path] = typer.Argument(None, metavar="CONFIG", help="YAML spec to train (optional with --resume)."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a value: --set optimizer.lr=0.01 (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a value: --set optimizer.lr=0.01 (repeatable)."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N (overrides train.device)."),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Exact directory for this run (must be new or empty)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", metavar="DIR", help="Exact directory for this run (must be new or empty)."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Run name: runs/<name>/<timestamp>/ (default: the config's name)."),
-    resume_dir: Optional[Path] = typer.Option(None, "--resume", help="Go on with a stopped run in this directory (as `mlptrain resume`)."),
+    resume_dir: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR", help="Go on with a stopped run in this directory (as `mlptrain resume`)."),
 ) -> None:
     """Train a model from a YAML spec: early stopping, checkpoints, metrics.csv, TensorBoard."""
     overrides = list(set_)
@@ -175,11 +239,11 @@ def fit(
         raise
 
 
-@app.command(epilog="Example: mlptrain resume runs/quickstart/2026-01-01_12-00-00 --set train.epochs=200")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain resume runs/quickstart/2026-01-01_12-00-00 --set train.epochs=200")
 def resume(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The run directory `mlptrain fit` printed (it holds checkpoints/last.pt)."),
     set_: list[str] = typer.Option(
-        [], "--set", "-s", help=f"Change one of {', '.join(RESUMABLE)} (the rest of a run's config stays)."
+        [], "--set", "-s", metavar="KEY=VALUE", help=f"Change one of {', '.join(RESUMABLE)} (the rest of a run's config stays)."
     ),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
@@ -251,13 +315,13 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
         out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")
 
 
-@app.command("eval", epilog="Example: mlptrain eval runs/quickstart/2026-01-01_12-00-00/checkpoints/best.pt --split test --json")
+@app.command("eval", cls=NamedHelpCommand, epilog="Example: mlptrain eval runs/quickstart/2026-01-01_12-00-00/checkpoints/best.pt --split test --json")
 def eval_(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .pt file from a run's checkpoints/ folder."),
     split: str = typer.Option("test", "--split", help="train | val | test: which split of the run's own data."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A new CSV/NPZ file with the training columns (and the target)."),
+    data: Optional[Path] = typer.Option(None, "--data", metavar="FILE", help="A new CSV, Parquet or NPZ file with the training columns (and the target)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON to this file."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Also write the metrics as JSON to this file."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
     """Score a checkpoint on a split of its data (or a new file): the same metrics `fit` printed."""
@@ -302,11 +366,11 @@ def new_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"{option} {path}: cannot write '{path.suffix}' files; end the name with {', '.join(suffixes)}")
 
 
-@app.command(epilog="Example: mlptrain predict runs/csv_example/<time>/checkpoints/best.pt configs/data/flowers.csv -o preds.csv")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain predict runs/csv_example/<time>/checkpoints/best.pt configs/data/flowers.csv -o preds.csv")
 def predict(
     checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT", help="A .pt file from a run's checkpoints/ folder."),
-    input: Path = typer.Argument(..., metavar="INPUT", help="CSV (same feature columns) or NPZ/NPY (array x) to predict."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write predictions (.csv, .parquet or .npz)."),
+    input: Path = typer.Argument(..., metavar="INPUT", help="CSV or Parquet (the training feature columns), or NPZ/NPY (array x), to predict."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="Where to write predictions (.csv, .parquet or .npz)."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
 ) -> None:
     """Write predictions: the class and per-class probabilities, or regression values."""
@@ -317,10 +381,10 @@ def predict(
     out.print(f"wrote {rows} predictions to {output}")
 
 
-@app.command(epilog="Example: mlptrain validate configs/xor.yaml --set model.hidden=[]")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain validate configs/xor.yaml --set model.hidden=[]")
 def validate(
     config: Path = typer.Argument(..., metavar="CONFIG", help="YAML spec to check."),
-    set_: list[str] = typer.Option([], "--set", "-s", help="Override a value, as for fit."),
+    set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a value, as for fit."),
 ) -> None:
     """Check a spec without training: print the resolved config and a layer-by-layer model summary."""
     from mlptrain.config import dump_yaml, load_spec, spec_to_dict
@@ -360,7 +424,7 @@ def validate(
     out.print("config OK")
 
 
-@app.command(epilog="Example: mlptrain init my_experiment.yaml && mlptrain fit my_experiment.yaml")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain init my_experiment.yaml && mlptrain fit my_experiment.yaml")
 def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help="Where to write the starter config.")) -> None:
     """Write a commented starter config that runs as is."""
     from mlptrain.starter import STARTER
@@ -372,7 +436,7 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help
     out.print(f"wrote {path}; train it with: mlptrain fit {path}")
 
 
-@app.command(epilog="Example: mlptrain tensorboard runs --port 6007")
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain tensorboard runs --port 6007")
 def tensorboard(
     runs_dir: Path = typer.Argument(Path("runs"), metavar="RUNS_DIR", help="Directory holding run directories."),
     port: int = typer.Option(6006, "--port", min=1, max=65535, help="Port to serve on."),
@@ -402,8 +466,8 @@ def tensorboard(
         raise MlptrainError(f"tensorboard exited with code {code} (is port {port} in use? try --port)")
 
 
-@app.command(epilog="Example: mlptrain schema > mlptrain.schema.json  (then point your editor's YAML plugin at it)")
-def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
+@app.command(cls=NamedHelpCommand, epilog="Example: mlptrain schema > mlptrain.schema.json  (then point your editor's YAML plugin at it)")
+def schema(output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write to this file instead of stdout.")) -> None:
     """Print the JSON Schema of the spec, for editor validation and completion."""
     from mlptrain.config import json_schema
 

@@ -370,6 +370,31 @@ def test_every_command_has_help_with_an_example():
         assert "Example: mlptrain " + command in proc.stdout, command
 
 
+def test_help_names_values_as_other_command_line_tools_do():
+    """typer 0.29 wrote every flag as <bool>, --set as <list[str]> and a required argument as {CHECKPOINT}."""
+    helps = {command: run_cli(*command.split(), "--help").stdout for command in ("", "fit", "eval", "predict", "validate")}
+    for command, text in helps.items():
+        assert not re.search(r"<(bool|str|path|int|list\[\w+\])>|\{[A-Z_]+\}", text), (command, text)
+    assert re.search(r"--debug +Show the full traceback", helps[""]) and re.search(r"--version +Print the version", helps[""])
+    assert re.search(r"--set +-s +KEY=VALUE +Override a value", helps["fit"]) and re.search(r"--device +-d +DEVICE ", helps["fit"])
+    assert "Usage: mlptrain fit [OPTIONS] [CONFIG]" in helps["fit"] and re.search(r"│ +CONFIG +YAML spec", helps["fit"])
+    assert re.search(r"Usage: mlptrain eval \[OPTIONS\] CHECKPOINT *$", helps["eval"], re.M)
+    assert re.search(r"--json +Print the metrics as JSON", helps["eval"]) and re.search(r"--data +FILE +A new CSV, Parquet or NPZ", helps["eval"])
+    assert "Usage: mlptrain predict [OPTIONS] CHECKPOINT INPUT" in helps["predict"] and "CSV or Parquet" in helps["predict"]
+    assert re.search(r"--set +-s +KEY=VALUE", helps["validate"])
+
+
+def test_version_comes_from_the_package_metadata_without_torch():
+    import tomllib
+
+    code = ("import sys\nfrom mlptrain.cli import main\ncode = main(['--version'])\n"
+            "print('HEAVY:', ','.join(m for m in ('torch', 'pydantic', 'mlptrain.config') if m in sys.modules))\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert done.returncode == 0 and done.stdout == f"mlptrain {version}\nHEAVY: \n", done.stdout + done.stderr
+    assert run_cli("--version").stdout == f"mlptrain {version}\n"
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "mlptrain"
     assert script.is_file(), "pip install -e . should have created the mlptrain console script"
