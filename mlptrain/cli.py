@@ -385,17 +385,22 @@ def predict(
 def validate(
     config: Path = typer.Argument(..., metavar="CONFIG", help="YAML spec to check."),
     set_: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="Override a value, as for fit."),
+    show_all: bool = typer.Option(False, "--all", help="Show every key of the resolved config, also those its choices do not read."),
 ) -> None:
     """Check a spec without training: print the resolved config and a layer-by-layer model summary."""
-    from mlptrain.config import dump_yaml, load_spec, spec_to_dict
+    from mlptrain.config import applied_dict, dump_yaml, load_spec, spec_to_dict
 
     spec = load_spec(config, list(set_))
     from mlptrain.summary import describe
 
     with naming(config):
         info = describe(spec)
-    out.print("# resolved config")
-    out.print(dump_yaml(spec_to_dict(spec)), markup=False)
+    if show_all:
+        out.print("# resolved config: every key")
+        out.print(dump_yaml(spec_to_dict(spec)), markup=False)
+    else:
+        out.print("# resolved config: the keys that apply to this data and these choices (--all: every key)")
+        out.print(dump_yaml(applied_dict(spec, info["task"], info["loss"])), markup=False)
     rows = info["rows"]
     out.print(
         f"task: {info['task']} (loss {info['loss']}); inputs {info['in_features']}, outputs {info['out_features']}; "

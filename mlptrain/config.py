@@ -174,10 +174,14 @@ class DataSpec(Section):
     )
 
     USED_BY = {
+        **{k: ("name", FILE_NAMES) for k in ("path", "train_path", "val_path", "test_path")},
+        **{k: ("name", TABLE_NAMES) for k in ("target", "features", "id", "categorical", "missing")},
         **{k: ("name", SYNTHETIC_NAMES) for k in ("n_samples", "noise", "seed")},
         "n_classes": ("name", ("blobs", "spirals")),
         "n_features": ("name", ("blobs",)),
         "fill_value": ("missing", ("impute_constant",)),
+        **{k: ("name", IMAGE_NAMES) for k in ("root", "download")},
+        "subset": ("name", ("emnist",)),
     }
 
     @model_validator(mode="after")
@@ -419,7 +423,7 @@ class OptimizerSpec(NamedSection):
     rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta: decay of the running averages.")
 
     USED_BY = {
-        "momentum": ("name", ("sgd", "rmsprop")), "betas": ("name", ("adam", "adamw", "nadam")),
+        "momentum": ("name", ("sgd", "rmsprop")), "nesterov": ("name", ("sgd",)), "betas": ("name", ("adam", "adamw", "nadam")),
         "eps": ("name", ("adam", "adamw", "nadam", "rmsprop", "adagrad", "adadelta")),
         "alpha": ("name", ("rmsprop",)), "rho": ("name", ("adadelta",)),
     }
@@ -967,12 +971,18 @@ class InertKey:
         return f"{dotted(self.key)} = {_shown(self.value)} is ignored with {choice} from --set ({readers})"
 
 
+def _choice(section: Section, key: str, name: Optional[str] = None) -> tuple[str, Any, tuple[Any, ...]]:
+    """The key that decides whether ``key`` is read, its value, and the values that read ``key``. ``name``
+    stands for the section's own name where that is only known later (the task's default loss)."""
+    by, readers = section.USED_BY[key]
+    return by, (name if by == "name" and name is not None else getattr(section, by)), readers
+
+
 def _inert_in(section: Section, loc: Loc, name: Optional[str] = None) -> list[InertKey]:
-    """The inert keys of one section. ``name`` stands for the section's own name where that is only
-    known later (the task's default loss)."""
+    """The inert keys of one section."""
     found = []
-    for key, (by, readers) in section.USED_BY.items():
-        chosen = name if by == "name" and name is not None else getattr(section, by)
+    for key in section.USED_BY:
+        by, chosen, readers = _choice(section, key, name)
         value = getattr(section, key)
         default = type(section).model_fields[key].get_default(call_default_factory=True)
         if chosen not in readers and value != default and value not in section.NEVER.get(key, ()):
@@ -1066,6 +1076,36 @@ def load_spec(path: str | Path, overrides: Optional[list[str]] = None) -> Spec:
 def spec_to_dict(spec: Spec) -> dict[str, Any]:
     """Plain-data form of a spec (for config.yaml and checkpoints)."""
     return spec.model_dump(mode="json")
+
+
+def applied_dict(spec: Spec, task: Optional[str] = None, loss: Optional[str] = None) -> dict[str, Any]:
+    """``spec_to_dict`` less the keys that its choices do not read (moons: no n_classes, root or subset;
+    adam: no momentum; a classification task: no scale_target): what applies, for `validate` to show.
+    ``task`` and ``loss`` as found from the data. It is a config too, and trains as the spec does."""
+    out = spec_to_dict(spec)
+    for section, loc in _sections(spec):
+        name = loss if section is spec.loss else None
+        if section is spec.loss and spec.loss.name is None and name is None:
+            continue  # the default loss is not known without the task
+        node: Any = out
+        for part in loc:
+            node = node[part]
+        for key in section.USED_BY:
+            _, chosen, readers = _choice(section, key, name)
+            if chosen not in readers:
+                del node[key]
+    data, split = out["data"], out["data"]["split"]
+    if task is not None and task != "regression":
+        del data["scale_target"]
+    if task is not None and task not in ("binary", "multiclass"):
+        del split["stratify"]
+    if spec.data.val_path:
+        del split["val"]
+    if spec.data.test_path or spec.data.name in IMAGE_NAMES:  # an image set's test split is its official one
+        del split["test"]
+    if "val" not in split and "test" not in split:  # every split is a file of its own
+        del data["split"]
+    return out
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

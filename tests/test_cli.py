@@ -236,6 +236,43 @@ def test_validate_prints_summary_and_counts_26_for_the_notes_3_4_2_net(write_con
     assert "Linear(3→4)" in text and "Linear(4→2)" in text and "config OK" in text
 
 
+def _printed_config(argv: list[str], capsys) -> dict:
+    """The resolved config `validate` printed, read back as YAML."""
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    return yaml.safe_load(text[text.index("# resolved config"):text.index("\n\n")])
+
+
+@pytest.mark.parametrize("config, gone, kept", [
+    ("moons.yaml", {"data": ["n_classes", "n_features", "root", "download", "subset", "path", "target", "missing", "fill_value",
+                             "scale_target"], "optimizer": ["betas", "eps", "alpha", "rho"], "scheduler": ["step_size", "gamma", "t_max", "factor"],
+                    "loss": ["delta", "margin"]},
+     {"data": ["n_samples", "noise", "seed", "split"], "optimizer": ["momentum", "nesterov"], "loss": ["label_smoothing"]}),
+    ("csv_example.yaml", {"data": ["n_samples", "noise", "seed", "n_classes", "root", "subset", "scale_target", "fill_value"]},
+     {"data": ["path", "target", "missing"]}),
+    ("diabetes.yaml", {"data": ["n_samples", "path", "root"]}, {"data": ["scale_target"]}),
+])
+def test_validate_shows_the_keys_that_apply_and_every_key_with_all(config, gone, kept, tmp_path, capsys):
+    from mlptrain.config import applied_dict, load_spec, spec_to_dict
+    from mlptrain.summary import describe
+
+    shown = _printed_config(["validate", str(CONFIGS / config)], capsys)
+    every = _printed_config(["validate", str(CONFIGS / config), "--all"], capsys)
+    assert every == spec_to_dict(load_spec(CONFIGS / config))
+    for section, keys in gone.items():
+        assert not set(keys) & set(shown[section]) and set(keys) <= set(every[section]), (section, shown[section])
+    for section, keys in kept.items():
+        assert set(keys) <= set(shown[section]), (section, shown[section])
+    if "diabetes" in config:  # regression: no class proportions to keep
+        assert "stratify" not in shown["data"]["split"] and "stratify" in every["data"]["split"]
+    # what it shows is a config of its own that shows the same again
+    again = tmp_path / "shown.yaml"
+    again.write_text(yaml.safe_dump(shown))
+    spec = load_spec(again)
+    info = describe(spec)
+    assert applied_dict(spec, info["task"], info["loss"]) == shown
+
+
 def test_misspelled_key_is_one_line_exit_2_no_traceback(write_config):
     cfg = write_config("data: {name: moons}\noptimzer: {lr: 0.1}\n")
     proc = run_cli("fit", str(cfg))
@@ -381,7 +418,7 @@ def test_help_names_values_as_other_command_line_tools_do():
     assert re.search(r"Usage: mlptrain eval \[OPTIONS\] CHECKPOINT *$", helps["eval"], re.M)
     assert re.search(r"--json +Print the metrics as JSON", helps["eval"]) and re.search(r"--data +FILE +A new CSV, Parquet or NPZ", helps["eval"])
     assert "Usage: mlptrain predict [OPTIONS] CHECKPOINT INPUT" in helps["predict"] and "CSV or Parquet" in helps["predict"]
-    assert re.search(r"--set +-s +KEY=VALUE", helps["validate"])
+    assert re.search(r"--set +-s +KEY=VALUE", helps["validate"]) and re.search(r"--all +Show every key", helps["validate"])
 
 
 def test_version_comes_from_the_package_metadata_without_torch():
