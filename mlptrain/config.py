@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlptrain.errors import ConfigError, ConfigWarning, DataError
-from mlptrain.wording import article
+from mlptrain.wording import article, plural
 
 ActivationName = Literal[
     "sigmoid", "tanh", "hardtanh", "softsign", "relu", "leaky_relu", "prelu", "abs",
@@ -779,27 +779,61 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                     "it to mean a string"
                 ) from None
             value = text  # a plain string YAML cannot read (`name=a: b`): taken as written
-        node = raw
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
+        node: Any = raw
+        loc: list[Union[str, int]] = []
+        for depth, part in enumerate(parts):
+            key: Union[str, int] = _list_index(item, node, parts[:depth]) if isinstance(node, list) else part
+            loc.append(key)
+            if depth == len(parts) - 1:
+                break
+            child = node[key] if isinstance(node, list) else node.get(key)
+            if child is None:  # not in the file: a list key starts from its default (`model.hidden.0=512`)
+                child = node[key] = _default_list(tuple(loc)) if _is_index(parts[depth + 1]) else {}
             elif isinstance(child, str):  # shorthand `loss: huber` grows into {name: huber}
-                child = node[part] = {"name": child}
-            elif not isinstance(child, dict):
+                child = node[key] = {"name": child}
+            elif not isinstance(child, (dict, list)):
                 where = _printable(".".join(parts[: depth + 1]))
                 raise ConfigError(
                     f"--set {_shown(item)}: '{where}' is a value ({_shown(child)}), not a section with keys; "
                     f"set it as a whole: --set {where}=VALUE"
                 )
             node = child
-        old = node.get(parts[-1])
-        section = _model_at((*parts, "name"))
+        old = node[key] if isinstance(node, list) else node.get(key)
+        section = _model_at((*loc, "name"))
         if isinstance(value, str) and isinstance(old, dict) and section is not None and issubclass(section, NamedSection):
             # `--set optimizer=adamw` switches the name and keeps lr and the rest, less the keys only other names read
             value = {**{k: v for k, v in old.items() if _read_by(section, k, value)}, "name": value}
-        node[parts[-1]] = value
+        node[key] = value
     return raw
+
+
+def _is_index(part: str) -> bool:
+    return part.isascii() and part.isdigit()
+
+
+def _list_index(item: str, items: list[Any], above: list[str]) -> int:
+    """The item of a list that ``--set a.b.N=...`` names (``model.hidden.0``), or one line saying why none."""
+    where, part, n = _printable(".".join(above)), _printable(override_key(item)[len(above)]), len(items)
+    if not n:
+        raise ConfigError(f"--set {_shown(item)}: '{where}' is an empty list; set it as a whole: --set {where}=[...]")
+    if not _is_index(part):
+        raise ConfigError(f"--set {_shown(item)}: '{where}' is a list of {plural(n, 'item')}; name an item by its "
+                          f"index, {where}.0 to {where}.{n - 1}, not '{part}'")
+    if int(part) >= n:
+        raise ConfigError(f"--set {_shown(item)}: '{where}' has {plural(n, 'item')} (indexes 0 to {n - 1}): there is no "
+                          f"item {int(part)}; set the whole list instead: --set {where}=[...]")
+    return int(part)
+
+
+def _default_list(loc: tuple[Union[str, int], ...]) -> Any:
+    """The default of the list key at ``loc`` as plain data ({} where the key is no list: the index then
+    is refused as a key when the spec is validated)."""
+    owner = _model_at(loc)
+    field = owner.model_fields.get(loc[-1]) if owner is not None and isinstance(loc[-1], str) else None
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    if not isinstance(default, (list, tuple)):
+        return {}
+    return [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in default]
 
 
 def override_key(item: str) -> list[str]:

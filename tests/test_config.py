@@ -230,3 +230,21 @@ def test_yes_no_on_off_are_strings_as_in_yaml_1_2_and_boolean_keys_still_take_th
     assert load_spec(cfg, ["train.shuffle=TRUE"]).train.shuffle is True
     with pytest.raises(ConfigError, match=r"train.shuffle = 'maybe'"):
         load_spec(cfg, ["train.shuffle=maybe"])
+
+
+def test_set_addresses_list_items_by_index(write_config):
+    path = write_config("data: {name: moons}\nmodel:\n  hidden: [64, 64]\n  activation: [relu, {name: leaky_relu, slope: 0.1}]\n")
+    spec = load_spec(path, ["model.hidden.0=512", "model.activation.1.slope=0.2", "model.activation.0=elu"])
+    assert spec.model.hidden == [512, 64]
+    assert [(a.name, a.slope) for a in spec.model.activation] == [("elu", 0.01), ("leaky_relu", 0.2)]
+    # a list the file leaves out starts from its default: hidden [64], betas (0.9, 0.999)
+    spec = load_spec(write_config("data: {name: moons}\n", "bare.yaml"), ["model.hidden.0=8", "optimizer.betas.1=0.99"])
+    assert spec.model.hidden == [8] and spec.optimizer.betas == (0.9, 0.99)
+    with pytest.raises(ConfigError, match=r"^--set 'model.hidden.2=8': 'model.hidden' has 2 items \(indexes 0 to 1\): there "
+                                          r"is no item 2; set the whole list instead: --set model.hidden=\[...\]$"):
+        load_spec(path, ["model.hidden.2=8"])
+    with pytest.raises(ConfigError, match=r"'model.activation' has 2 items .*no item 7"):
+        load_spec(path, ["model.activation.7.slope=0.2"])
+    with pytest.raises(ConfigError, match=r"'model.hidden' is a list of 2 items; name an item by its index, model.hidden.0 "
+                                          r"to model.hidden.1, not '-1'"):
+        load_spec(path, ["model.hidden.-1=8"])
