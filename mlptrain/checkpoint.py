@@ -12,7 +12,7 @@ import pickletools
 import re
 import warnings
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Optional
 
 import torch
 
@@ -51,6 +51,11 @@ def load(path: Path, damaged_hint: str = DAMAGED_HINT) -> dict[str, Any]:
         raise CheckpointError(f"{path}: a directory, not a checkpoint; give a .pt file" + (f", e.g. {inside}" if inside else " from a run's checkpoints/ folder"))
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; give a .pt file from a run's checkpoints/ folder")
+    damaged = _failed_crc(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path}: damaged: its part {damaged} fails the archive's CRC check (its bytes changed after it was written); {damaged_hint}"
+        )
     # torch warns about the pickle protocol of files it then refuses: such a file gets one line, not two
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -84,6 +89,19 @@ def load(path: Path, damaged_hint: str = DAMAGED_HINT) -> dict[str, Any]:
             f"{path}: checkpoint format version {version} is newer than this mlptrain reads ({FORMAT_VERSION}); upgrade mlptrain"
         )
     return state
+
+
+def _failed_crc(path: Path) -> Optional[str]:
+    """The first member of a checkpoint's zip archive whose bytes do not match the CRC-32 stored with them,
+    or None. torch.load does not check them, so a flipped bit in a tensor would load and score silently;
+    checking costs one read of the file (torch stores members uncompressed)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except Exception:  # not a zip at all, or truncated: torch.load then says what the file is
+        return None
 
 
 def _unsafe_globals(path: Path, text: str) -> list[str]:

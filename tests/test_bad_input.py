@@ -124,6 +124,28 @@ def altered_weights(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> N
     torch.save(state, tmp / "altered.pt")
 
 
+def flipped_bit(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
+    """A copy of a checkpoint, outside its run directory, with one bit of a tensor's bytes flipped (a bad
+    disk or copy): torch.load reads it without a word; the zip's CRC-32 of that member no longer matches."""
+    import struct
+    import zipfile
+
+    raw = bytearray(ck["csv"].read_bytes())
+    with zipfile.ZipFile(ck["csv"]) as archive:
+        member = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 8)
+    name_len, extra_len = struct.unpack("<HH", raw[member.header_offset + 26 : member.header_offset + 30])
+    raw[member.header_offset + 30 + name_len + extra_len + 5] ^= 0x08  # a low bit of a float32 weight
+    (tmp / "flipped.pt").write_bytes(bytes(raw))
+    torch.load(tmp / "flipped.pt", weights_only=True)  # (the damage is one torch itself does not see)
+
+
+def parquet_named_csv(path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x0": [0.5, 1.0], "x1": [0.2, -0.3], "x2": [1.0, 2.0]}), path)
+
+
 def interrupted_run(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
     """A run stopped after its first epoch: last.pt, no summary."""
     (tmp / "runs.yaml").write_text("data: {name: moons, n_samples: 60}\ntrain: {epochs: 3, batch_size: 16}\n"
@@ -355,6 +377,11 @@ ROWS = [
     pytest.param(Row(["predict", "altered.pt", "in.csv", "-o", "out.csv"], 4,
                      ["altered.pt", "weights do not fit the stored model", "use the checkpoint its run wrote"],
                      {"in.csv": TRAIN_CSV}, setup=altered_weights), id="checkpoint-weights-altered"),
+    pytest.param(Row(["predict", "flipped.pt", "in.csv", "-o", "out.csv"], 4,
+                     ["flipped.pt", "damaged", "fails the archive's CRC check", "best.pt or last.pt"],
+                     {"in.csv": TRAIN_CSV}, setup=flipped_bit), id="predict-checkpoint-with-a-flipped-bit"),
+    pytest.param(Row(["eval", "flipped.pt"], 4, ["flipped.pt", "fails the archive's CRC check"], setup=flipped_bit),
+                 id="eval-checkpoint-with-a-flipped-bit"),
     pytest.param(Row(["eval", "newer.pt"], 4, ["newer.pt", f"format version {checkpoint.FORMAT_VERSION + 1}", "newer",
                                                 "upgrade mlptrain"], setup=newer_version), id="checkpoint-newer-format"),
     pytest.param(Row(["eval", "evil.pt"], 4, ["evil.pt", "refused as unsafe", f"{os.system.__module__}.system"],
