@@ -109,7 +109,11 @@ logging: {{tensorboard: false, progress: none}}
     assert list(rows[0]) == ["id", "prediction", "prob_buy", "prob_skip"]
     assert [r["id"] for r in rows] == list(new["id"])
     assert {r["prediction"] for r in rows} <= {"buy", "skip"}
-    assert warning_lines(capsys.readouterr().err) == []  # impute_median fills quietly; nothing unseen
+    fills = {c["name"]: c["fill"] for c in enc["columns"]}
+    assert warning_lines(capsys.readouterr().err) == [  # the filled cells are said, with the training values; nothing unseen
+        f"warning: {inputs}: 3 rows have missing values (size: 2, color: 1); filled with the training split's values "
+        f"(data.missing: impute_median): size with {fills['size']:.6g}, color with {fills['color']!r}"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
@@ -179,11 +183,16 @@ def test_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
     test_frame = frame.iloc[60:].copy()
     test_frame.loc[test_frame.index[:3], "color"] = "purple"  # only in the test file
     test = write(test_frame, tmp_path / "test.csv")
-    with pytest.warns(DataWarning, match=r"test\.csv: 3 rows have categories unseen in training \(color: 3\); encoded as all-zero"):
+    with pytest.warns(DataWarning, match=r"test\.csv: 3 rows have categories unseen in training \(color: 'purple'\); encoded as all-zero"):
         p = prep(name="csv", train_path=str(train), test_path=str(test), target="label", id="id", split=NO_SPLIT)
     assert p.state["tabular"]["columns"][1]["categories"] == ["blue", "green", "red"]
     cols = columns_of(p, "color")
     assert np.all(p.test.x[:3][:, cols] == 0.0)  # all-zero: one-hot columns are not shifted by the scaler
+    many = test_frame.copy()
+    many.loc[many.index[:6], "color"] = ["teal", "mauve", "teal", "ochre", "puce", "sand"]
+    with pytest.warns(DataWarning, match=r"6 rows have categories unseen in training \(color: 'teal', 'mauve', 'ochre' and 2 more\)"):
+        prep(name="csv", train_path=str(train), test_path=str(write(many, tmp_path / "many.csv")), target="label", id="id",
+             split=NO_SPLIT)
     np.testing.assert_array_equal(p.test.x[3:][:, cols].sum(axis=1), 1.0)
     # split by fractions: a category of one row is in the vocabulary exactly when that row is a training row
     rare = frame.copy()
@@ -245,7 +254,7 @@ logging: {tensorboard: false, progress: none}
     assert main(["predict", str(run / "checkpoints" / "best.pt"), str(inputs), "-o", str(tmp_path / "p.csv")]) == 0
     lines = warning_lines(capsys.readouterr().err)
     assert lines == [
-        f"warning: {inputs}: 3 rows have categories unseen in training (color: 2, size: 1); encoded as all-zero"
+        f"warning: {inputs}: 3 rows have categories unseen in training (color: 'green', 'pink'; size: 'XL'); encoded as all-zero"
     ]
     restored, _ = pipeline.restore(run / "checkpoints" / "best.pt", "cpu")
     st = restored.built.prepared.state

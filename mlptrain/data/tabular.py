@@ -317,6 +317,21 @@ def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{c}: {k}" for c, k in counts.items() if k)
 
 
+def _some(values: Sequence[str], shown: int = 3) -> str:
+    """A few values quoted, then how many more: 'teal', 'mauve', 'ochre' and 2 more."""
+    text = ", ".join(repr(v) for v in values[:shown])
+    return text + (f" and {len(values) - shown} more" if len(values) > shown else "")
+
+
+def _fills_text(encoder: dict[str, Any], counts: dict[str, int]) -> str:
+    """What each column's empty cells were filled with: size with 0.52, color with 'red'."""
+    fills = {c["name"]: c["fill"] for c in encoder["columns"]}
+    return ", ".join(
+        f"{name} with {fills[name]:.6g}" if isinstance(fills[name], float) else f"{name} with {fills[name]!r}"
+        for name, k in counts.items() if k
+    )
+
+
 def apply_policy(table: Table, policy: str, source: str) -> Table:
     """Fit time, every file read: ``error`` refuses empty feature cells, ``drop`` drops their rows."""
     if table.frame is None or policy not in ("error", "drop"):
@@ -403,18 +418,19 @@ def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[s
             "and cannot fill them: remove those rows, or retrain with data.missing set to drop, impute_mean, "
             "impute_median or impute_constant"
         )
-    if total and policy == "drop":
+    if total and (policy == "drop" or not at_fit):  # fit shows its filled cells in `validate`; elsewhere say what was filled
         rows = int(np.any(np.stack(list(masks.values())), axis=0).sum())
-        message = (
-            f"{source}: {_rows_have(rows)} missing values ({_counts_text(counts)}); data.missing: drop cannot drop "
-            "rows here, so they are filled with the training mean (most frequent category)"
+        how = (
+            "data.missing: drop cannot drop rows here, so they are filled with the training mean (most frequent category)"
+            if policy == "drop" else f"filled with the training split's values (data.missing: {policy})"
         )
+        message = f"{source}: {_rows_have(rows)} missing values ({_counts_text(counts)}); {how}: {_fills_text(encoder, counts)}"
         if at_fit:  # cannot happen: fit drops these rows first
             raise DataError(message)
         warnings.warn(DataWarning(message, split), stacklevel=2)
 
     blocks = []
-    unseen: dict[str, int] = {}
+    unseen: dict[str, list[str]] = {}
     unseen_rows = np.zeros(len(frame), dtype=bool)
     for c in encoder["columns"]:
         name, kind, miss = c["name"], c["kind"], masks[c["name"]]
@@ -428,7 +444,8 @@ def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[s
             known = codes >= 0
             block[np.flatnonzero(known), codes[known]] = 1.0
             if (~known).any():
-                unseen[name] = int((~known).sum())
+                new = (c["fill"] if m else category_key(v) for v, m, k in zip(s.values, miss, known) if not k)
+                unseen[name] = list(dict.fromkeys(new))  # each value once, in the file's order
                 unseen_rows |= ~known
         else:
             values = (_as_bools if kind == "bool" else as_numbers)(s, name, source, miss)
@@ -445,8 +462,8 @@ def encode(frame: Frame, encoder: dict[str, Any], source: str, split: Optional[s
     if unseen:
         warnings.warn(
             DataWarning(
-                f"{source}: {_rows_have(int(unseen_rows.sum()))} categories unseen in training ({_counts_text(unseen)}); "
-                "encoded as all-zero",
+                f"{source}: {_rows_have(int(unseen_rows.sum()))} categories unseen in training "
+                f"({'; '.join(f'{name}: {_some(values)}' for name, values in unseen.items())}); encoded as all-zero",
                 split,
             ),
             stacklevel=2,
