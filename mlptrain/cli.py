@@ -340,6 +340,8 @@ def eval_(
         out.print_json(json.dumps(result))
         return
     out.print(f"{result['checkpoint']}  ({result['data']}, {result['rows']} rows, {result['task']})")
+    if result.get("positive_class") is not None:
+        out.print(positive_class(result["positive_class"]), markup=False)
     label = "data" if data is not None else split
     out.print(metrics_table({label: result["metrics"]}, "metrics"))
     cm = result.get("confusion_matrix")
@@ -351,6 +353,14 @@ def eval_(
         for name, row in zip(result["class_names"], cm):
             table.add_row(str(name), *(str(v) for v in row))
         out.print(table)
+
+
+def positive_class(name: str) -> str:
+    """A binary task's one output is the probability of one class: which, for `validate` and `eval` to say."""
+    return (
+        f"positive class: {name!r} (the model outputs its probability, predict's prob_{name}; above 0.5 a row is {name!r}); "
+        "precision, recall and F1 average both classes (macro)"
+    )
 
 
 def new_file(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> None:
@@ -406,6 +416,8 @@ def validate(
         f"task: {info['task']} (loss {info['loss']}); inputs {info['in_features']}, outputs {info['out_features']}; "
         f"rows train {rows['train']}, val {rows['val']}, test {rows['test']}"
     )
+    if info.get("positive_class") is not None:
+        out.print(positive_class(info["positive_class"]), markup=False)
     if info.get("columns"):
         columns = Table(title="columns (kind: how the model sees a feature; missing: empty cells in the file)", title_justify="left")
         for col, justify in (("column", "left"), ("role", "left"), ("dtype", "left"), ("kind", "left"), ("missing", "right")):

@@ -571,6 +571,8 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
     if task.name in ("binary", "multiclass"):
         cm = confusion_matrix(predict_classes(task.name, logits).reshape(-1), yt.reshape(-1), task.n_classes)
         out["class_names"] = built.prepared.state["class_names"]
+        if task.name == "binary":  # the class whose probability the model outputs (the second of the sorted names)
+            out["positive_class"] = out["class_names"][1]
         out["confusion_matrix"] = cm.cpu().tolist()
     return out
 

@@ -97,6 +97,7 @@ def describe(spec: Spec) -> dict[str, Any]:
     layers = layer_table(spec.model, verdict.in_features, p.out_features)
     return {
         "task": p.task,
+        "positive_class": p.state["class_names"][1] if p.task == "binary" else None,  # the class the output is the probability of
         "loss": verdict.loss,
         "in_features": verdict.in_features,
         "out_features": p.out_features,

@@ -151,6 +151,32 @@ def test_predict_writes_one_row_per_input_with_probabilities(fitted, tmp_path, c
     assert "exists" in capsys.readouterr().err
 
 
+def test_binary_tasks_say_which_class_is_positive_in_validate_and_eval(tmp_path, write_config, capsys):
+    """One output, the probability of one class: validate and eval name it, and it is predict's prob_ of that class."""
+    rows = "".join(f"{i % 7},{(i * 3) % 5},{'yes' if (i % 7) + (i * 3) % 5 > 5 else 'no'}\n" for i in range(60))
+    (tmp_path / "d.csv").write_text("a,b,answer\n" + rows)
+    cfg = write_config("data: {name: csv, path: d.csv, target: answer}\nmodel: {hidden: [4]}\n"
+                       "train: {epochs: 3, device: cpu}\nlogging: {progress: none, tensorboard: false}\n")
+    said = ("positive class: 'yes' (the model outputs its probability, predict's prob_yes; above 0.5 a row is 'yes'); "
+            "precision, recall and F1 average both classes (macro)")
+    assert main(["validate", str(cfg)]) == 0
+    assert said in capsys.readouterr().out.splitlines()
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    best = str(tmp_path / "run" / "checkpoints" / "best.pt")
+    capsys.readouterr()
+    assert main(["eval", best]) == 0
+    assert said in capsys.readouterr().out.splitlines()
+    assert main(["eval", best, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["positive_class"] == "yes"
+    assert main(["predict", best, str(tmp_path / "d.csv"), "-o", str(tmp_path / "p.csv")]) == 0
+    with open(tmp_path / "p.csv") as f:
+        for r in csv.DictReader(f):
+            assert (r["prediction"] == "yes") == (float(r["prob_yes"]) > 0.5)
+    # a multiclass task has no positive class
+    assert main(["validate", str(write_config(TINY, "multi.yaml"))]) == 0
+    assert "positive class" not in capsys.readouterr().out
+
+
 def test_csv_example_predicts_class_names_and_eval_on_new_file(tmp_path, capsys):
     run_dir = tmp_path / "csv"
     assert main(["fit", str(CONFIGS / "csv_example.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=5"]) == 0
