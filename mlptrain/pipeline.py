@@ -586,9 +586,6 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
     logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, restored.precision)
     task = built.task
     columns: dict[str, Any] = {}
-    id_column = (state.get("tabular") or {}).get("id")
-    if id_column and table.ids is not None:
-        columns[id_column] = table.ids  # data.id: the first output column, as read
     if task.name == "regression":
         values = unscale(task, logits)
         for i, name in enumerate(state["target_names"]):
@@ -607,8 +604,26 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
             columns["prediction"] = np.asarray(names, dtype=object)[probs.argmax(axis=1)]
             for i, name in enumerate(names):
                 columns[f"prob_{name}"] = probs[:, i]
+    id_column = (state.get("tabular") or {}).get("id")
+    if id_column and table.ids is not None:  # data.id: the first output column, as read
+        columns = {id_column: table.ids, **_beside(id_column, columns, Path(input_path))}
     write_table(Path(output), columns)
     return len(x)
+
+
+def _beside(id_column: str, columns: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The output columns, the one named like the id (``prediction``, ``prob_<class>``) renamed with a .1 (a
+    repeated name's spelling in data.frame), so that neither the ids nor the predictions are lost."""
+    if id_column not in columns:
+        return columns
+    n = 1
+    while f"{id_column}.{n}" in columns:
+        n += 1
+    new = f"{id_column}.{n}"
+    warnings.warn(DataWarning(
+        f"{source}: the id column '{id_column}' (data.id) has the name of an output column; that output is written as '{new}'"
+    ), stacklevel=3)
+    return {(new if name == id_column else name): values for name, values in columns.items()}
 
 
 def write_table(path: Path, columns: dict[str, Any]) -> None:

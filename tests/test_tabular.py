@@ -153,6 +153,32 @@ def test_predict_copies_ids_exactly_and_keeps_full_precision(kind, tmp_path, wri
         assert got[:5] == ["12345678", "12345679", "12345680", "12345681", ""]
 
 
+@pytest.mark.parametrize("id_name, renamed", [("prediction", "prediction.1"), ("prob_q", "prob_q.1")])
+def test_an_id_named_like_an_output_column_keeps_its_ids_and_the_output_is_renamed(id_name, renamed, tmp_path, write_config, capsys):
+    """The ids are copied and the output named like them gets a .1, with a warning: neither is lost."""
+    rows = "".join(f"k{i:02d},{i % 5},{'p' if i % 5 > 1 else 'q'}\n" for i in range(40))
+    (tmp_path / "d.csv").write_text(f"{id_name},a,y\n" + rows)
+    cfg = write_config(f"data: {{name: csv, path: d.csv, target: y, id: {id_name}}}\nmodel: {{hidden: [4]}}\n"
+                       "train: {epochs: 2, device: cpu}\nlogging: {tensorboard: false, progress: none}\n")
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    (tmp_path / "new.csv").write_text(f"{id_name},a\nfirst,0\nsecond,4\n")
+    capsys.readouterr()
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "run" / "checkpoints" / "best.pt"), str(tmp_path / "new.csv"), "-o", str(out)]) == 0
+    assert warning_lines(capsys.readouterr().err) == [
+        f"warning: {tmp_path / 'new.csv'}: the id column '{id_name}' (data.id) has the name of an output column; "
+        f"that output is written as '{renamed}'"
+    ]
+    with open(out) as f:
+        header = next(csv.reader(f))
+    got = list(csv.DictReader(out.open()))
+    col = {c: renamed if c == id_name else c for c in ("prediction", "prob_p", "prob_q")}
+    assert header == [id_name, *col.values()]
+    assert [r[id_name] for r in got] == ["first", "second"]
+    for r in got:
+        assert r[col["prediction"]] in ("p", "q") and float(r[col["prob_p"]]) + float(r[col["prob_q"]]) == pytest.approx(1.0)
+
+
 def test_validate_shows_dtypes_kinds_and_missing_counts(tmp_path, write_config, capsys):
     write(messy_frame(), tmp_path / "shop.csv")
     cfg = write_config("data: {name: csv, path: shop.csv, target: label, id: id, missing: impute_mean}\n")
