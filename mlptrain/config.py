@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Optional, Sequence, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlptrain.errors import ConfigError, ConfigWarning, DataError
+from mlptrain.errors import ConfigError, ConfigWarning, DataError, files_in
 from mlptrain.wording import article, plural
 
 ActivationName = Literal[
@@ -721,6 +721,8 @@ def _safe_load(text: str) -> Any:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping with ``safe_load``."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a config file; give a YAML file{files_in(path, ('.yaml', '.yml'))}")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; check the path (see `mlptrain init` for a starter)")
     try:

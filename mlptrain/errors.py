@@ -6,6 +6,16 @@ only ``cli.py`` prints them (one line, no traceback) and exits.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+
+def files_in(folder: Path, suffixes: tuple[str, ...]) -> str:
+    """' (it holds a.csv, b.csv, ...)': for a message about a directory given where one of its files belongs."""
+    import itertools
+
+    names = sorted(p.name for p in itertools.islice(folder.iterdir(), 10000) if p.suffix.lower() in suffixes)
+    return f" (it holds {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})" if names else ""
+
 
 class MlptrainError(Exception):
     """Base of every error a user can cause; the message is meant to be read by that user."""

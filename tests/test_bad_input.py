@@ -9,6 +9,7 @@ a file system left as it was found: a refused ``fit`` leaves no run directory be
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import random
@@ -232,6 +233,9 @@ def read_only(tmp: Path, ck: dict[str, Path], mp: pytest.MonkeyPatch) -> None:
 ROWS = [
     # --- config file -----------------------------------------------------------------------------
     pytest.param(Row(fit(), 2, ["cfg.yaml", "config file not found", "mlptrain init"]), id="config-missing"),
+    pytest.param(Row(["validate", "confs"], 2, ["confs: a directory, not a config file", "give a YAML file", "(it holds a.yaml)"],
+                     setup=lambda tmp, ck, mp: ((tmp / "confs").mkdir(), (tmp / "confs" / "a.yaml").write_text(MOONS))),
+                 id="config-a-directory"),
     pytest.param(Row(fit(), 2, ["cfg.yaml", "line 2", "not valid YAML", "fix the syntax"],
                      cfg("data: {name: moons\ntrain: [1, 2\n")), id="config-not-yaml"),
     pytest.param(Row(fit(), 2, ["cfg.yaml", "the config is empty", "data:"], cfg("")), id="config-empty"),
@@ -288,6 +292,19 @@ ROWS = [
     # --- data -----------------------------------------------------------------------------------
     pytest.param(Row(fit(), 3, ["nope.csv", "data file not found", "data.path"],
                      cfg("data: {name: csv, path: nope.csv, target: y}\n" + FAST)), id="csv-missing"),
+    pytest.param(Row(fit(), 3, ["sets: a directory, not a data file", "give data.path a file inside it", "(it holds d.csv)"],
+                     cfg("data: {name: csv, path: sets, target: y}\n" + FAST),
+                     setup=lambda tmp, ck, mp: ((tmp / "sets").mkdir(), (tmp / "sets" / "d.csv").write_text(TRAIN_CSV))),
+                 id="csv-path-a-directory"),
+    pytest.param(Row(fit(), 3, ["arrays: a directory, not a data file", "give data.path a file inside it"],
+                     cfg("data: {name: npz, path: arrays}\n" + FAST), setup=lambda tmp, ck, mp: (tmp / "arrays").mkdir()),
+                 id="npz-path-a-directory"),
+    pytest.param(Row(fit(), 3, ["zipped.csv", "gzip-compressed, not a plain CSV", "decompress it first"],
+                     {**cfg("data: {name: csv, path: zipped.csv, target: y}\n" + FAST), "zipped.csv": gzip.compress(TRAIN_CSV.encode())}),
+                 id="csv-gzipped"),
+    pytest.param(Row(fit(), 3, ["d.csv", "a Parquet file, not a CSV", "rename it to .parquet", "data.name: parquet"],
+                     {**cfg("data: {name: csv, path: d.csv, target: y}\n" + FAST), "d.csv": parquet_named_csv}),
+                 id="csv-that-is-parquet"),
     pytest.param(Row(fit(), 3, ["empty.csv", "the CSV file is empty", "header row and data rows"],
                      {**cfg("data: {name: csv, path: empty.csv, target: y}\n" + FAST), "empty.csv": ""}), id="csv-empty"),
     pytest.param(Row(fit(), 3, ["head.csv", "header but no data rows"],
@@ -406,6 +423,21 @@ ROWS = [
                      ["nope.csv", "input file not found", "path given to predict"]), id="predict-input-missing"),
     pytest.param(Row(["eval", "{csv_ckpt}", "--data", "nope.csv"], 3, ["nope.csv", "input file not found", "eval --data"]),
                  id="eval-data-missing"),
+    pytest.param(Row(["predict", "{blob_ckpt}", "new", "-o", "out.csv"], 3,
+                     ["new: a directory, not a data file", "give predict a .csv, .parquet, .npz or .npy file", "(it holds in.csv)"],
+                     setup=lambda tmp, ck, mp: ((tmp / "new").mkdir(), (tmp / "new" / "in.csv").write_text(TRAIN_CSV))),
+                 id="predict-input-a-directory"),
+    pytest.param(Row(["eval", "{csv_ckpt}", "--data", "new"], 3, ["new: a directory, not a data file", "give eval --data a .csv"],
+                     setup=lambda tmp, ck, mp: (tmp / "new").mkdir()), id="eval-data-a-directory"),
+    pytest.param(Row(["predict", "{blob_ckpt}", "in.csv", "-o", "out.csv"], 3,
+                     ["in.csv", "a Parquet file, not a CSV", "rename it to .parquet"], {"in.csv": parquet_named_csv}),
+                 id="predict-csv-that-is-parquet"),
+    pytest.param(Row(["predict", "{blob_ckpt}", "in.csv", "-o", "out.csv"], 3,
+                     ["in.csv", "gzip-compressed, not a plain CSV", "zcat in.csv > plain.csv"],
+                     {"in.csv": gzip.compress(b"x0,x1,x2\n1,2,3\n")}), id="predict-csv-gzipped"),
+    pytest.param(Row(["predict", "{blob_ckpt}", "in.csv", "-o", "out.csv"], 3,
+                     ["in.csv", "an NPZ file of arrays, not a CSV", "rename it to .npz"], {"in.csv": npz(x=np.ones((4, 3)))}),
+                 id="predict-csv-that-is-npz"),
     pytest.param(Row(["predict", "{blob_ckpt}", "empty.csv", "-o", "out.csv"], 3,
                      ["empty.csv", "the CSV file is empty", "header row and data rows"], {"empty.csv": ""}),
                  id="predict-input-empty"),

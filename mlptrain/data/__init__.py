@@ -436,10 +436,12 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
     table's ``ids`` hold the ``data.id`` column when the file has it. ``need_target=False`` (predict)
     ignores a target column.
     """
+    from mlptrain.data.frame import require_file
     from mlptrain.data.sources import read_npz
 
-    if not path.is_file():
-        raise DataError(f"{path}: input file not found; check the path given to {'eval --data' if need_target else 'predict'}")
+    command = "eval --data" if need_target else "predict"
+    require_file(path, f"input file not found; check the path given to {command}",
+                 f"give {command} a .csv, .parquet, .npz or .npy file")
     kind = _tab.kind_of_path(path)
     if kind is None and path.suffix.lower() not in (".npz", ".npy"):
         raise DataError(f"{path}: unknown input kind '{path.suffix}'; give a .csv, .parquet, .npz or .npy file")

@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from mlptrain.errors import DataError
+from mlptrain.errors import DataError, files_in
 
 # The cells pandas reads as empty (its default na_values): the same files mean the same thing here.
 NA_STRINGS = [
@@ -153,6 +153,48 @@ def delimiter(path: Path) -> str:
     return best if counts[best] > 0 else ","
 
 
+DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".npz", ".npy")
+
+
+def require_file(path: Path, missing: str, fix: str) -> None:
+    """A data path that is no file: a directory is said to be one (naming data files in it), anything else
+    not found. ``missing``: the not-found text (what to check); ``fix``: what to give instead of a directory."""
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a data file; {fix}{files_in(path, DATA_SUFFIXES)}")
+    if not path.is_file():
+        raise DataError(f"{path}: {missing}")
+
+
+def foreign_format(path: Path) -> Optional[str]:
+    """What a file named .csv really is when its first bytes say it is no text (Parquet, gzip, zip, Excel),
+    and what to do about it; None for anything else. Checked before parsing, so that binary bytes are never
+    quoted back as if they were a CSV's cells."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PAR1"):
+        return "a Parquet file, not a CSV (it starts with PAR1); rename it to .parquet (in a config: data.name: parquet)"
+    if head.startswith(b"\x1f\x8b"):
+        return f"gzip-compressed, not a plain CSV; decompress it first (e.g. zcat {path} > plain.csv)"
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        return "an Excel 97-2003 workbook (.xls), not a CSV; save it as CSV (UTF-8) from the spreadsheet"
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            names = []
+        if any(n.endswith(".npy") for n in names):
+            return "an NPZ file of arrays, not a CSV; rename it to .npz (in a config: data.name: npz)"
+        if any(n.startswith("xl/") for n in names):
+            return "an Excel workbook (.xlsx), not a CSV; save it as CSV (UTF-8) from the spreadsheet"
+        if any(n.endswith("data.pkl") for n in names):
+            return "a PyTorch checkpoint, not a CSV; give the data file (the checkpoint comes first: predict CHECKPOINT INPUT)"
+        return "a zip archive, not a CSV; extract the CSV from it first (unzip)"
+    return None
+
+
 def pa_binary(t: Any) -> bool:
     import pyarrow as pa
 
@@ -208,8 +250,7 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
     Columns named in ``text`` (an id) are read as the file writes them: 00042 stays 00042, and an
     integer id beside an empty cell does not turn into a float."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; check data.path in the config")
+    require_file(path, "data file not found; check data.path in the config", "give data.path a file inside it")
     label = "Parquet file" if kind == "parquet" else "CSV"
     categories: set[str] = set()
     if kind == "parquet":
@@ -230,6 +271,9 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        foreign = foreign_format(path)
+        if foreign:
+            raise DataError(f"{path}: {foreign}")
         try:
             table = pacsv.read_csv(
                 path,  # a quoted cell may span lines

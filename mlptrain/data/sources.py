@@ -195,8 +195,9 @@ def read_csv(path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]
 
 def load_arrays(path: Path, need_target: bool) -> dict[str, np.ndarray]:
     """The arrays of an NPZ (``x``, ``y``) or an NPY (``x`` only), never unpickling anything."""
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found; check data.path in the config")
+    from mlptrain.data.frame import require_file
+
+    require_file(path, "data file not found; check data.path in the config", "give data.path a file inside it")
     try:
         loaded = np.load(path, allow_pickle=False)
         arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
