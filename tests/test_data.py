@@ -559,6 +559,32 @@ def test_read_inputs_for_a_builtin_model(tmp_path):
     np.testing.assert_allclose(x, p.train.x[:6], rtol=1e-6)
 
 
+def test_read_inputs_takes_rows_of_the_models_shape_only(tmp_path):
+    """An NPZ whose x has as many values per row in another shape is refused, not flattened and scored;
+    a model trained on [N, 2, 3] rows takes that shape (or its flat rows)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    np.savez(tmp_path / "flat.npz", x=x, y=(x[:, 0] > 0).astype(int))
+    flat = DataSpec(name="npz", path=str(tmp_path / "flat.npz"))
+    p = data.prepare(flat)
+    np.savez(tmp_path / "cube.npz", x=x[:4].reshape(4, 1, 2))
+    with pytest.raises(DataError, match=r"cube\.npz: x has shape \[N, 1, 2\].*x of shape \[N, 2\]"):
+        data.read_inputs(tmp_path / "cube.npz", flat, p.state, need_target=False)
+
+    cubes = rng.normal(size=(40, 2, 3))
+    np.savez(tmp_path / "cubes.npz", x=cubes, y=(cubes[:, 0, 0] > 0).astype(int))
+    shaped = DataSpec(name="npz", path=str(tmp_path / "cubes.npz"))
+    p = data.prepare(shaped)
+    assert p.state["row_shape"] == [2, 3] and p.in_features == 6
+    np.savez(tmp_path / "same.npz", x=cubes[:5])
+    np.savez(tmp_path / "flattened.npz", x=cubes[:5].reshape(5, 6))
+    np.savez(tmp_path / "turned.npz", x=cubes[:5].reshape(5, 3, 2))
+    same = data.read_inputs(tmp_path / "same.npz", shaped, p.state, need_target=False)[0]
+    np.testing.assert_array_equal(same, data.read_inputs(tmp_path / "flattened.npz", shaped, p.state, need_target=False)[0])
+    with pytest.raises(DataError, match=r"turned\.npz: x has shape \[N, 3, 2\].*\[N, 6\] or \[N, 2, 3\] as in training"):
+        data.read_inputs(tmp_path / "turned.npz", shaped, p.state, need_target=False)
+
+
 def test_read_inputs_rejects_unknown_kind_and_width(tmp_path):
     spec = DataSpec(name="moons", n_samples=50)
     p = data.prepare(spec)

@@ -356,6 +356,8 @@ def prepare(
         }
         if "image_shape" in main.extra:  # image sets: [C, H, W] of the flattened rows
             state["image_shape"] = list(main.extra["image_shape"])
+        if len(main.extra.get("row_shape", ())) > 1:  # an NPZ of [N, A, B] arrays: predict takes that shape (or flat rows)
+            state["row_shape"] = list(main.extra["row_shape"])
         if tabular:
             encoder = _tab.fit_encoder(train.frame, kinds, spec.missing, spec.fill_value, spec.id, f"{source} (train)")
             state["tabular"] = encoder
@@ -460,6 +462,8 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
             table = read_image_inputs(path, spec, state, need_target)
         else:
             table = read_npz(path, need_target) if kind is None else _builtin_csv(path, state, need_target)
+            if kind is None:
+                _check_row_shape(path, table.extra["row_shape"], state)
             if state.get("image_shape"):  # pixels in a CSV: scaled as training's were, like an NPZ's
                 table = replace(table, x=image_rows(table.x, path, state))
         # arrays for a csv/parquet model hold the encoded inputs (one-hot columns included)
@@ -480,6 +484,21 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
 
 def _first_names(names: list[str]) -> str:
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _check_row_shape(path: Path, shape: list[int], state: dict[str, Any]) -> None:
+    """An NPZ's rows must have the model's shape: flat [features], or the [A, B, ...] it was trained on.
+    Another shape with as many values ([N, 1, 2] for two features) would be flattened into rows that mean
+    something else."""
+    width = len(state["tabular"]["encoded_names"]) if "tabular" in state else len(state["feature_names"])
+    trained = state.get("row_shape")
+    if len(shape) == 1 or shape == trained:
+        return
+    takes = f"[N, {width}]" + (f" or [N, {', '.join(map(str, trained))}] as in training" if trained else "")
+    raise DataError(
+        f"{path}: x has shape [N, {', '.join(map(str, shape))}], but the model takes rows of {width} features, x of shape "
+        f"{takes}; save x with that shape (reshape it only if its values are those features, in training order)"
+    )
 
 
 def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:

@@ -240,6 +240,7 @@ def read_npz(path: Path, need_target: bool = True) -> Table:
         raise DataError(f"{path}: x is a single value, not rows of features; save x as an array [rows, features]")
     if x.ndim == 1:
         x = x[:, None]
+    shape = list(x.shape[1:])  # a row's shape: predict refuses rows of another one, even with as many values
     x = _numbers(x.reshape(len(x), -1), path)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -253,7 +254,7 @@ def read_npz(path: Path, need_target: bool = True) -> Table:
         raise DataError(f"{path}: x has {len(x)} rows but y has {len(y) if y.ndim else 'a single value'}; give one target per row")
     names = [f"x{i}" for i in range(x.shape[1])]
     targets = ["y"] if y.ndim == 1 else [f"y{i}" for i in range(y.shape[1])]
-    return Table(x, y, names, targets)
+    return Table(x, y, names, targets, extra={"row_shape": shape})
 
 
 def read_file(kind: str, path: Path, spec: DataSpec, need_target: bool = True) -> Table:
