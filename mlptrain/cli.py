@@ -388,7 +388,7 @@ def predict(
 
     new_file(output, "--output", (".csv", ".parquet", ".npz"))
     rows = pipeline.predict_file(checkpoint, input, output, device)
-    out.print(f"wrote {rows} predictions to {output}")
+    out.print(f"wrote {rows} prediction{'' if rows == 1 else 's'} to {output}")
 
 
 @app.command(cls=NamedHelpCommand, epilog="Example: mlptrain validate configs/xor.yaml --set model.hidden=[]")

@@ -151,6 +151,39 @@ def test_predict_writes_one_row_per_input_with_probabilities(fitted, tmp_path, c
     assert "exists" in capsys.readouterr().err
 
 
+def test_predict_on_a_csv_without_the_feature_names_keeps_every_row_and_says_how_it_read_it(fitted, tmp_path, capsys):
+    """A model of x0..x3 (built-in data): a headerless CSV is not a header and one row less, and a header of
+    other names is read by position, each with a warning; the predictions are those of the named file."""
+    run_dir, _ = fitted
+    best = str(run_dir / "checkpoints" / "best.pt")
+    rows = "".join(f"{i * 0.5},{-i},{i * i * 0.25},{1 - i}\n" for i in range(3))
+    (tmp_path / "named.csv").write_text("x0,x1,x2,x3\n" + rows)
+    (tmp_path / "bare.csv").write_text(rows)
+    (tmp_path / "other.csv").write_text("a,b,c,d\n" + rows)
+    capsys.readouterr()
+    written = {}
+    for name in ("named", "bare", "other"):
+        out = tmp_path / f"{name}.out.csv"
+        assert main(["predict", best, str(tmp_path / f"{name}.csv"), "-o", str(out)]) == 0
+        written[name] = out.read_text()
+        std = capsys.readouterr()
+        assert std.out == f"wrote 3 predictions to {out}\n"
+        warnings = [line for line in std.err.splitlines() if line.startswith("warning:")]
+        if name == "named":
+            assert warnings == []
+        elif name == "bare":
+            assert warnings == [f"warning: {tmp_path / 'bare.csv'}: no header row (the first row is numbers): its 4 columns are "
+                                "read as the model's features x0, x1, x2, x3, in that order"]
+        else:
+            assert warnings == [f"warning: {tmp_path / 'other.csv'}: columns a, b, c, d are not the model's feature names; "
+                                "read by position as x0, x1, x2, x3"]
+    assert len(written["named"].splitlines()) == 1 + 3
+    assert written["bare"] == written["named"] and written["other"] == written["named"]
+    (tmp_path / "one.csv").write_text("x0,x1,x2,x3\n1,2,3,4\n")
+    assert main(["predict", best, str(tmp_path / "one.csv"), "-o", str(tmp_path / "one.out.csv")]) == 0
+    assert capsys.readouterr().out == f"wrote 1 prediction to {tmp_path / 'one.out.csv'}\n"
+
+
 def test_binary_tasks_say_which_class_is_positive_in_validate_and_eval(tmp_path, write_config, capsys):
     """One output, the probability of one class: validate and eval name it, and it is predict's prob_ of that class."""
     rows = "".join(f"{i % 7},{(i * 3) % 5},{'yes' if (i % 7) + (i * 3) % 5 > 5 else 'no'}\n" for i in range(60))

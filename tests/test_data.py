@@ -585,6 +585,32 @@ def test_read_inputs_takes_rows_of_the_models_shape_only(tmp_path):
         data.read_inputs(tmp_path / "turned.npz", shaped, p.state, need_target=False)
 
 
+def test_a_csv_for_a_builtin_model_is_read_by_name_by_position_or_without_header_never_losing_a_row(tmp_path):
+    spec = DataSpec(name="moons", n_samples=50, split=NO_SPLIT)
+    p = data.prepare(spec)
+    rows = "0.5,0.25\n1.0,-0.25\n-1.5,2.0\n"
+    (tmp_path / "named.csv").write_text("x0,x1\n" + rows)
+    (tmp_path / "reversed.csv").write_text("x1,x0\n" + "".join(",".join(r.split(",")[::-1]) + "\n" for r in rows.split()))
+    (tmp_path / "bare.csv").write_text(rows)
+    (tmp_path / "other.csv").write_text("foo,bar\n" + rows)
+    (tmp_path / "half.csv").write_text("x0,bar\n" + rows)
+    named = data.read_inputs(tmp_path / "named.csv", spec, p.state, need_target=False)[0]
+    assert len(named) == 3
+    np.testing.assert_array_equal(data.read_inputs(tmp_path / "reversed.csv", spec, p.state, need_target=False)[0], named)
+    with pytest.warns(DataWarning, match=r"bare\.csv: no header row \(the first row is numbers\): its 2 columns are read as "
+                                         r"the model's features x0, x1, in that order"):
+        np.testing.assert_array_equal(data.read_inputs(tmp_path / "bare.csv", spec, p.state, need_target=False)[0], named)
+    with pytest.warns(DataWarning, match=r"other\.csv: columns foo, bar are not the model's feature names; read by position as x0, x1"):
+        np.testing.assert_array_equal(data.read_inputs(tmp_path / "other.csv", spec, p.state, need_target=False)[0], named)
+    with pytest.raises(DataError, match=r"half\.csv: names some of the model's features \(x0\) but not x1"):
+        data.read_inputs(tmp_path / "half.csv", spec, p.state, need_target=False)
+    with pytest.raises(DataError, match=r"bare\.csv: has no header row .*eval --data needs one naming the columns: x0, x1, y"):
+        data.read_inputs(tmp_path / "bare.csv", spec, p.state, need_target=True)
+    (tmp_path / "three.csv").write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match=r"three\.csv: has no header row .* and 3 columns, the model was trained on 2"):
+        data.read_inputs(tmp_path / "three.csv", spec, p.state, need_target=False)
+
+
 def test_read_inputs_rejects_unknown_kind_and_width(tmp_path):
     spec = DataSpec(name="moons", n_samples=50)
     p = data.prepare(spec)

@@ -502,12 +502,35 @@ def _check_row_shape(path: Path, shape: list[int], state: dict[str, Any]) -> Non
 
 
 def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
-    """A CSV for a model trained on built-in data: its feature names if present, else all non-target columns."""
+    """A CSV for a model trained on built-in or NPZ data, whose columns have names the user never wrote
+    (x0, x1, ...). One rule, never eating a row: a header naming all the features is read by name; a header
+    naming none of them, with as many feature columns, is read by position, with a warning; a file whose first
+    row is numbers has no header: its columns are the features in training order (predict only), with a warning."""
+    from mlptrain.data.frame import first_row, is_number
     from mlptrain.data.sources import read_csv
+
+    names = list(state["feature_names"])
+    first = first_row(path)
+    if first and all(is_number(c) for c in first) and not any(is_number(n) for n in names):
+        shown = ", ".join(first[:4]) + (", ..." if len(first) > 4 else "")
+        if need_target:
+            raise DataError(
+                f"{path}: has no header row (its first row is numbers: {shown}); eval --data needs one naming the columns: "
+                f"{', '.join((names + list(state['target_names']))[:9])}"
+            )
+        if len(first) != len(names):
+            raise DataError(
+                f"{path}: has no header row (its first row is numbers: {shown}) and {len(first)} columns, the model was "
+                f"trained on {len(names)} ({_first_names(names)}); give exactly those, in that order (or add a header row naming them)"
+            )
+        warnings.warn(DataWarning(
+            f"{path}: no header row (the first row is numbers): its {len(names)} columns are read as the model's features "
+            f"{_first_names(names)}, in that order"
+        ), stacklevel=2)
+        return read_csv(path, lambda header: ([], names), need_target, names=names)
 
     def pick(header: list[str]) -> tuple[list[str], list[str]]:
         targets = [t for t in state["target_names"] if t in header]
-        names = state["feature_names"]
         if all(f in header for f in names):
             return targets, names
         columns = [c for c in header if c not in targets]
@@ -516,6 +539,17 @@ def _builtin_csv(path: Path, state: dict[str, Any], need_target: bool) -> Table:
                 f"{path}: has {len(columns)} feature columns ({', '.join(columns[:8])}), the model was trained on "
                 f"{len(names)} ({_first_names(names)}); give a file with those columns"
             )
+        known = [c for c in columns if c in names]
+        if known:  # some named, others not: position would put a named column where another feature goes
+            absent = [f for f in names if f not in header]
+            raise DataError(
+                f"{path}: names some of the model's features ({_first_names(known)}) but not {_first_names(absent)}; "
+                f"name every feature column as in training ({_first_names(names)}), or none (then columns are read by position)"
+            )
+        warnings.warn(DataWarning(
+            f"{path}: columns {_first_names(columns)} are not the model's feature names; read by position as "
+            f"{_first_names(names)}"
+        ), stacklevel=2)
         return targets, columns
 
     return read_csv(path, pick, need_target)

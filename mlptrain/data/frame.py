@@ -153,6 +153,25 @@ def delimiter(path: Path) -> str:
     return best if counts[best] > 0 else ","
 
 
+def first_row(path: Path) -> list[str]:
+    """The cells of a CSV's first row as written (its header, if it has one), split as ``read_frame`` splits them."""
+    import csv
+    import io
+
+    with open(path, "rb") as f:
+        head = f.read(65536).decode("utf-8", errors="replace").lstrip("\ufeff")
+    return next(csv.reader(io.StringIO(head), delimiter=delimiter(path)), [])
+
+
+def is_number(cell: str) -> bool:
+    """A header cell that is a number (``1.5``, ``-3``, ``2e-4``): a data row read as if it were a header."""
+    try:
+        float(cell.strip())
+    except ValueError:
+        return False
+    return bool(cell.strip()) and "_" not in cell
+
+
 DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".npz", ".npy")
 
 
@@ -244,11 +263,12 @@ def verbatim_column(path: Path, name: str) -> list[Optional[str]]:
     return table.column(0).to_pylist()
 
 
-def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
+def read_frame(path: Path, kind: str, text: Sequence[str] = (), names: Optional[Sequence[str]] = None) -> Frame:
     """The whole file as a Frame; one-line DataErrors for a missing, empty or unreadable file.
 
     Columns named in ``text`` (an id) are read as the file writes them: 00042 stays 00042, and an
-    integer id beside an empty cell does not turn into a float."""
+    integer id beside an empty cell does not turn into a float. ``names`` (CSV): the file has no header
+    row; these are its columns, and its first row is data."""
     path = Path(path)
     require_file(path, "data file not found; check data.path in the config", "give data.path a file inside it")
     label = "Parquet file" if kind == "parquet" else "CSV"
@@ -277,6 +297,7 @@ def read_frame(path: Path, kind: str, text: Sequence[str] = ()) -> Frame:
         try:
             table = pacsv.read_csv(
                 path,  # a quoted cell may span lines
+                read_options=pacsv.ReadOptions(column_names=list(names) if names is not None else None),
                 parse_options=pacsv.ParseOptions(delimiter=delimiter(path), newlines_in_values=True),
                 convert_options=pacsv.ConvertOptions(
                     null_values=NA_STRINGS, strings_can_be_null=True, column_types={c: pa.string() for c in text}

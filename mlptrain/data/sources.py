@@ -158,12 +158,16 @@ def bundled(name: str) -> Table:
     return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes)
 
 
-def read_csv(path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]], need_target: bool = True) -> Table:
-    """An all-numeric CSV with a header row; ``pick(header)`` names the target and feature columns."""
+def read_csv(
+    path: Path, pick: Callable[[list[str]], tuple[list[str], list[str]]], need_target: bool = True,
+    names: Optional[list[str]] = None,
+) -> Table:
+    """An all-numeric CSV with a header row (or, ``names``, without one: those are its columns);
+    ``pick(header)`` names the target and feature columns."""
     from mlptrain.data.frame import read_frame
     from mlptrain.data.tabular import as_numbers, missing_mask
 
-    frame = read_frame(path, "csv")
+    frame = read_frame(path, "csv", names=names)
     columns = frame.columns
     targets, feats = pick(columns)
     for t in targets:
