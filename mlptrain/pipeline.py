@@ -28,7 +28,7 @@ from mlptrain import checkpoint, data as datamod, plan as plan_mod, regularizers
 from mlptrain.backprop import Backprop
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
-    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, evaluate, fit, model_device, predict_logits, resolve_precision,
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, fit, model_device, predict_logits, resolve_precision,
     score, unscale,
 )
 from mlptrain.errors import (
@@ -40,7 +40,7 @@ from mlptrain.model import build_model, count_parameters
 from mlptrain.optim import LRSchedule, build_optimizer
 from mlptrain.state import run_over, unpack_history
 from mlptrain.runs import (
-    RESUMABLE, Run, create_run_dir, flatten, logged_steps, probe_writable, read_json, read_metrics, remove_partial_files,
+    RESUMABLE, Classified, Run, create_run_dir, flatten, logged_steps, probe_writable, read_json, read_metrics, remove_partial_files,
 )
 from mlptrain.wording import plural
 
@@ -309,11 +309,14 @@ def train(
             raise Interrupted(_interrupted(result, run_path, loop, steps), result.interrupted)
         if result.skipped_batches:
             notify(f"warning: train.on_nan: skipped {plural(result.skipped_batches, 'batch', 'batches')} whose loss was NaN or infinite")
-        metrics = {}
+        metrics, classified = {}, {}
         for name, split in (("train", prepared.train), ("val", prepared.val), ("test", prepared.test)):
             t = train_t if name == "train" else _tensors(split, device)
             if t is not None:
-                metrics[name] = evaluate(model, built.loss_fn, t[0], t[1], task, loop.eval_batch_size, loop.precision)
+                logits = predict_logits(model, t[0], loop.eval_batch_size, loop.precision)
+                metrics[name] = score(logits, t[1], built.loss_fn, task)
+                if name != "train" and spec.logging.tensorboard and task.name in ("binary", "multiclass"):
+                    classified[name] = _classified(task, logits, t[1])
         # The checkpoint to point users at must hold exactly the weights the metrics were computed with.
         weights = "best" if (es.restore_best_weights and result.best_epoch) else "last"
         same_as_last = weights == "last" or result.best_epoch == result.epochs_run
@@ -364,9 +367,9 @@ def train(
             },
             "metrics": metrics,
         }
-        run.write_summary(summary)
         hp = {k: v for k, v in flatten(spec_dict).items() if not k.startswith("logging.")}
-        run.log_hparams(hp, {f"{s}/{k}": v for s, m in metrics.items() for k, v in m.items()})
+        run.log_final(hp, metrics, result.epochs_run, classified, list(names))  # before summary.json calls the run complete
+        run.write_summary(summary)
     finally:
         run.close()
     return FitOutcome(run_path, metrics, summary, ckpt)
@@ -547,6 +550,23 @@ def _check_recorded_hash(path: Path) -> None:
         ))
 
 
+def _confusion(task: Task, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The confusion matrix of binary or multiclass logits (rows: true class), as eval prints it."""
+    return confusion_matrix(predict_classes(task.name, logits).reshape(-1), y.reshape(-1), task.n_classes)
+
+
+def class_probabilities(task: str, logits: torch.Tensor) -> np.ndarray:
+    """Per-class probabilities, one column per class name (binary: 1 - p and p)."""
+    probs = output_unit(task, logits).cpu().numpy()
+    return np.concatenate([1 - probs, probs], axis=1) if task == "binary" else probs
+
+
+def _classified(task: Task, logits: torch.Tensor, y: torch.Tensor) -> Classified:
+    """One split's decisions for TensorBoard's confusion matrix and PR curves."""
+    target = y.reshape(-1).long().cpu().numpy()
+    return Classified(task.name, _confusion(task, logits, y).cpu().numpy(), target, class_probabilities(task.name, logits))
+
+
 def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:
     """Metrics of a checkpoint on one split of its own data, or on a new file with the same columns."""
     restored, device = restore(path, device_name, with_data=data_path is None)
@@ -569,7 +589,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
     metrics = score(logits, yt, built.loss_fn, task)
     out: dict[str, Any] = {"checkpoint": str(path), "data": source, "rows": len(x), "task": task.name, "metrics": metrics}
     if task.name in ("binary", "multiclass"):
-        cm = confusion_matrix(predict_classes(task.name, logits).reshape(-1), yt.reshape(-1), task.n_classes)
+        cm = _confusion(task, logits, yt)
         out["class_names"] = built.prepared.state["class_names"]
         if task.name == "binary":  # the class whose probability the model outputs (the second of the sorted names)
             out["positive_class"] = out["class_names"][1]
@@ -591,16 +611,15 @@ def predict_file(path: Path, input_path: Path, output: Path, device_name: str = 
         for i, name in enumerate(state["target_names"]):
             columns[f"pred_{name}" if name else f"pred_{i}"] = values[:, i].cpu().numpy()
     else:
-        probs = output_unit(task.name, logits).cpu().numpy()
         names = state["class_names"]
         if task.name == "multilabel":
+            probs = output_unit(task.name, logits).cpu().numpy()
             for i, name in enumerate(names):
                 columns[f"pred_{name}"] = (probs[:, i] > 0.5).astype(int)
             for i, name in enumerate(names):
                 columns[f"prob_{name}"] = probs[:, i]
         else:
-            if task.name == "binary":
-                probs = np.concatenate([1 - probs, probs], axis=1)
+            probs = class_probabilities(task.name, logits)
             columns["prediction"] = np.asarray(names, dtype=object)[probs.argmax(axis=1)]
             for i, name in enumerate(names):
                 columns[f"prob_{name}"] = probs[:, i]

@@ -15,10 +15,14 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Optional, Union
 
 from mlptrain.errors import RunDirError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 # Keys a resumed run may change (`mlptrain resume --set`): how long to go on and where, not what is
@@ -252,6 +256,34 @@ class BackgroundWriter:
             self._thread.join()
 
 
+FINAL_RUN = "final"  # the run directory's sub-folder for the final model, a TensorBoard run of its own: see Run.log_final
+PR_CURVE_MAX_CLASSES = 10  # one-vs-rest PR curves per class up to this many classes
+
+
+@dataclass
+class Classified:
+    """One split's class decisions by the final model, which TensorBoard's pictures are drawn from."""
+
+    task: str  # binary or multiclass
+    confusion: np.ndarray  # k x k counts, rows: true class, columns: predicted (as `mlptrain eval` prints it)
+    target: np.ndarray  # (N,) true class indices
+    probs: np.ndarray  # (N, k) class probabilities (binary: both columns)
+
+    def image(self, split: str, names: list[str]) -> np.ndarray:
+        from mlptrain.figures import confusion_image
+
+        rows = int(self.confusion.sum())
+        accuracy = float(self.confusion.trace()) / max(rows, 1)
+        return confusion_image(self.confusion, names, f"{split}: {rows} rows, accuracy {accuracy:.3f}")
+
+    def pr_classes(self) -> range:
+        """Whose PR curves to draw: binary, the positive class (the second); multiclass, each against the rest."""
+        if self.task == "binary":
+            return range(1, 2)
+        k = self.probs.shape[1]
+        return range(k) if k <= PR_CURVE_MAX_CLASSES else range(0)
+
+
 _PLAIN = (int, float, str, bool, type(None))
 INLINE_MAX_BYTES = 256 * 2**20  # see Run.serialize_inline
 
@@ -322,15 +354,7 @@ class Run:
         self.logged = logged or {}
         self.writer = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            try:
-                self.writer = SummaryWriter(log_dir=str(self.path))
-            except OSError as exc:  # a full disk: the probe's empty file fit, the event file's header did not
-                for partial in self.path.glob("events.out.tfevents.*"):
-                    if partial.stat().st_size == 0:
-                        partial.unlink()
-                raise write_error(self.path / "events.out.tfevents.*", exc, self.next_step()) from None
+            self.writer = self._open_writer(self.path)
             for row in self.rows:  # a killed session's last events may never have reached the disk
                 self._log_row(row)
 
@@ -340,13 +364,25 @@ class Run:
             return f", then go on with: mlptrain resume {self.path}"
         return ", then start the run again with mlptrain fit (nothing resumable was saved yet)"
 
+    def _open_writer(self, log_dir: Path) -> Any:
+        """A TensorBoard writer for ``log_dir`` (the run, or its final/ run), failing in the writer's words."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        try:
+            return SummaryWriter(log_dir=str(log_dir))
+        except OSError as exc:  # a full disk: the probe's empty file fit, the event file's header did not
+            for partial in Path(log_dir).glob("events.out.tfevents.*"):
+                if partial.stat().st_size == 0:
+                    partial.unlink()
+            raise write_error(Path(log_dir) / "events.out.tfevents.*", exc, self.next_step()) from None
+
     @contextlib.contextmanager
-    def _events(self) -> Iterator[None]:
+    def _events(self, log_dir: Optional[Path] = None) -> Iterator[None]:
         """TensorBoard's writes failing (full disk, read-only directory) as one line, like every other file's."""
         try:
             yield
         except OSError as exc:
-            raise write_error(self.path / "events.out.tfevents.*", exc, self.next_step()) from None
+            raise write_error(Path(log_dir or self.path) / "events.out.tfevents.*", exc, self.next_step()) from None
 
     def write_config(self, text: str) -> None:
         self._write_text("config.yaml", text, "")
@@ -394,16 +430,17 @@ class Run:
         tags = {("time/epoch_seconds" if k == "epoch_seconds" else k): v for k, v in row.items() if k != "epoch"}
         self._scalars(epoch, {tag: v for tag, v in tags.items() if self._new(tag, epoch)})
 
-    def _scalars(self, step: int, values: dict[str, float]) -> None:
+    def _scalars(self, step: int, values: dict[str, float], writer: Any = None) -> None:
         """TensorBoard scalars of one step as one event: add_scalar makes an event per tag, and a
-        dozen of them took 1.4 ms of every epoch (0.09 ms as one)."""
-        if self.writer is None or not values:
+        dozen of them took 1.4 ms of every epoch (0.09 ms as one). ``writer``: another run's (final/)."""
+        writer = writer or self.writer
+        if writer is None or not values:
             return
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
-        with self._events():
-            self.writer._get_file_writer().add_summary(summary, step)
+        with self._events(Path(writer.log_dir)):
+            writer._get_file_writer().add_summary(summary, step)
 
     def _csv_text(self, row: dict[str, Any]) -> str:
         """metrics.csv with ``row`` (just appended to self.rows) added: only a new column re-renders the rows."""
@@ -430,21 +467,41 @@ class Run:
                 with self._events():
                     self.writer.add_histogram(tag, tensor, epoch)
 
-    def log_hparams(self, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
-        """HParams tab: the run's flat config beside its final metrics."""
+    def log_final(
+        self, hparams: dict[str, Any], metrics: dict[str, dict[str, float]], step: int,
+        classified: dict[str, Classified], class_names: list[str],
+    ) -> None:
+        """The final model in TensorBoard, as the run's ``final/`` run at ``step`` (the last epoch):
+        its metrics, confusion matrices and PR curves, and the config beside the metrics for the HParams tab.
+
+        A run of their own, not the training curves' tags: restored best weights' val/loss logged onto
+        the val/loss curve would end it with an earlier epoch's value, and the HParams tab reads a
+        metric's last point in the run that holds the config. Only what is not a curve (test/...,
+        the pictures) makes a card of its own; a train/ metric the epochs do not log (train/f1) is
+        left to summary.json.
+        """
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+        curves = {tag for row in self.rows for tag in row}
+        values = {f"{split}/{k}": v for split, m in metrics.items() for k, v in m.items()}
+        values = {tag: v for tag, v in values.items() if tag.startswith("test/") or tag in curves}
         clean = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in hparams.items()}
-        tagged = {f"hparam/{k}": v for k, v in metrics.items()}
-        # Into this run's own event file (add_hparams would start a second writer and file).
-        writer = self.writer._get_file_writer()
-        with self._events():
-            for summary in hparams_summary(clean, tagged):
-                writer.add_summary(summary)
-            for tag, value in tagged.items():
-                self.writer.add_scalar(tag, value)
+        log_dir = self.path / FINAL_RUN
+        final = self._open_writer(log_dir)
+        try:
+            self._scalars(step, values, final)
+            with self._events(log_dir):
+                for split, c in classified.items():
+                    final.add_image(f"{split}/confusion_matrix", c.image(split, class_names), step, dataformats="HWC")
+                    for i in c.pr_classes():
+                        final.add_pr_curve(f"{split}/pr_curve/{class_names[i]}", c.target == i, c.probs[:, i], step)
+                for summary in hparams_summary(clean, values):  # names the metrics; their values are the scalars
+                    final._get_file_writer().add_summary(summary)
+        finally:
+            with self._events(log_dir):
+                final.close()
 
     def mark_resumed(self) -> None:
         """A complete run trained further: its summary no longer vouches for the checkpoints about to change."""

@@ -633,15 +633,16 @@ def test_tensorboard_command_serves_the_runs_scalars(fitted):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
                     tags = json.loads(r.read())
-                if tags:
+                if len(tags) == 2:  # the run and its final/ run
                     break
             except OSError:
                 pass
             time.sleep(1)
         assert tags, "TensorBoard did not serve scalars"
-        run_tags = next(iter(tags.values()))
+        run_tags = tags[run_dir.name]
         for tag in ("train/loss", "val/loss", "val/accuracy", "lr", "step/train_loss"):
             assert tag in run_tags, (tag, sorted(run_tags))
+        assert {"val/loss", "test/loss", "test/accuracy"} <= set(tags[f"{run_dir.name}/final"])
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
@@ -744,6 +745,30 @@ def test_tensorboard_write_failures_are_one_line_exit_5_with_the_next_step(write
     assert f"then go on with: mlptrain resume {tmp_path / 'b'}" in err
 
 
+def test_a_failed_write_of_the_final_tensorboard_run_leaves_the_run_to_finish_with_resume(write_config, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import torch.utils.tensorboard as tb
+
+    cfg = write_config(TINY, "tiny.yaml")
+    run = tmp_path / "r"
+
+    def full_disk(*args, **kwargs):  # the disk fills while the confusion matrices are written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(tb.SummaryWriter, "add_image", full_disk)
+        assert main(["fit", str(cfg), "--run-dir", str(run)]) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{run / 'final' / 'events.out.tfevents.*'}: cannot be written (No space left on device)" in err
+    assert f"then go on with: mlptrain resume {run}" in err
+    assert not (run / "summary.json").exists()  # not complete, so resume finishes it
+    assert main(["resume", str(run)]) == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+    assert any(p.stat().st_size for p in (run / "final").glob("events.out.tfevents.*"))
+
+
 def test_ctrl_c_after_the_last_epoch_says_how_to_finish_the_run(write_config, tmp_path, monkeypatch, capsys):
     from mlptrain import pipeline
 
@@ -752,7 +777,7 @@ def test_ctrl_c_after_the_last_epoch_says_how_to_finish_the_run(write_config, tm
 
     cfg = write_config(TINY, "tiny.yaml")
     with monkeypatch.context() as m:
-        m.setattr(pipeline, "evaluate", interrupted)
+        m.setattr(pipeline, "score", interrupted)
         assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "r")]) == 130
     err = capsys.readouterr().err
     assert f"stopped before the run was complete; finish it with: mlptrain resume {tmp_path / 'r'}" in err

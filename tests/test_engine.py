@@ -551,22 +551,6 @@ def test_run_writes_histograms_every_n_epochs(full_run):
     assert [e.step for e in acc.Histograms("weights/hidden1.weight")] == [2, 4]
 
 
-def test_run_writes_hparams(full_run):
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    spec, out = full_run
-    acc = _events(out.run_dir)
-    content = acc.PluginTagToContent("hparams")
-    assert "_hparams_/session_start_info" in content and "_hparams_/experiment" in content
-    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    hp = data.session_start_info.hparams
-    assert hp["optimizer.lr"].number_value == pytest.approx(spec.optimizer.lr)
-    assert hp["data.name"].string_value == "moons"
-    assert not any(k.startswith("logging.") for k in hp)
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    assert "hparam/test/accuracy" in {m.name.tag for m in experiment.metric_infos}
-
-
 def test_no_checkpoints_no_histograms_when_switched_off(tmp_path):
     spec = _spec(
         tmp_path,

@@ -157,8 +157,9 @@ def assert_same_run(a: Path, b: Path, outcome_a: pipeline.FitOutcome, outcome_b:
         steps_b = [s for s, _ in ev_b[tag]]
         assert len(steps_b) == len(set(steps_b)), f"{tag}: a step logged twice"
         assert sorted(steps_b) == [s for s, _ in ev_a[tag]], f"{tag}: steps missing or extra"
-        if tag not in timing and not tag.startswith("hparam"):
+        if tag not in timing:
             assert sorted(ev_b[tag]) == ev_a[tag], tag
+    assert _scalars(a / "final") == _scalars(b / "final")  # the final model's metrics and pictures, once
     sa, sb = outcome_a.summary, outcome_b.summary
     for key in ("best_epoch", "best_value", "epochs_run", "stopped_early", "steps", "final_weights", "metrics"):
         assert sa[key] == sb[key], key
