@@ -986,9 +986,13 @@ class InertKey:
     value: Any
     chosen: Any
     readers: tuple[Any, ...]
+    reads: str = ""  # where no list of values reads the key: which do, in words ("only hidden layers read it")
+    fix: str = ""  # and what to set then
 
     def _choice(self) -> tuple[str, str]:
         """The choice made and which choices read the key, in the config's own spelling."""
+        if self.reads:
+            return f"{dotted(self.by)} = {_shown(self.chosen)}", self.reads
         if isinstance(self.chosen, bool):
             return f"{dotted(self.by)}: {_yaml_value(self.chosen)}", f"only {self.by[-1]}: {_yaml_value(not self.chosen)} reads it"
         verb = "reads" if len(self.readers) == 1 else "read"
@@ -996,7 +1000,9 @@ class InertKey:
 
     def error(self) -> str:
         choice, readers = self._choice()
-        if isinstance(self.chosen, bool) or len(self.readers) == 1:
+        if self.fix:
+            fix = self.fix
+        elif isinstance(self.chosen, bool) or len(self.readers) == 1:
             fix = f"set {dotted(self.by)}: {_yaml_value(not self.chosen if isinstance(self.chosen, bool) else self.readers[0])}"
         else:
             fix = "pick one of those"
@@ -1044,11 +1050,41 @@ def _sections(spec: Spec) -> list[tuple[Section, Loc]]:
     return found
 
 
+def _shape_inert(spec: Spec) -> list[InertKey]:
+    """Keys away from their defaults that the network's or the batch's shape leaves unread: a model without
+    hidden layers has no activation, dropout or norm between layers; a full batch leaves no last batch to drop."""
+    model, found = spec.model, []
+    if not model.hidden:
+        fields = type(model).model_fields
+        for key in ("activation", "dropout", "norm"):
+            value = getattr(model, key)
+            if value != fields[key].get_default(call_default_factory=True):
+                shown = ([a.name for a in value] if isinstance(value, list) else value.name) if key == "activation" else value
+                found.append(InertKey(("model", key), ("model", "hidden"), shown, [], (),
+                                      "only hidden layers read it", "give model.hidden some layers"))
+    if spec.train.batch_size == "full" and spec.train.drop_last:
+        found.append(InertKey(("train", "drop_last"), ("train", "batch_size"), True, "full", (),
+                              "a full batch leaves no last batch to drop", "give train.batch_size a number"))
+    return found
+
+
 def inert_keys(spec: Spec) -> list[InertKey]:
     """The inert keys of every section whose choices are known from the spec alone (the default loss is
-    known with the task only: ``tasks.loss_name`` checks the loss then)."""
+    known with the task only: ``tasks.loss_name`` checks the loss then; the task's own: ``task_inert``)."""
     return [k for section, loc in _sections(spec) if section is not spec.loss or spec.loss.name is not None
-            for k in _inert_in(section, loc)]
+            for k in _inert_in(section, loc)] + _shape_inert(spec)
+
+
+def task_inert(spec: Spec, task: str) -> list[str]:
+    """Errors for keys away from their defaults that the task found in the data does not read (plan.check)."""
+    found = []
+    if task != "regression" and not spec.data.scale_target:
+        found.append(InertKey(("data", "scale_target"), ("task",), False, task, (), "only regression reads it",
+                              "set task: regression if the target holds quantities"))
+    if task not in ("binary", "multiclass") and not spec.data.split.stratify:
+        found.append(InertKey(("data", "split", "stratify"), ("task",), False, task, (), "only classification reads it",
+                              "set task: binary or multiclass if the target holds classes"))
+    return [k.error() for k in found]
 
 
 def _conflicts(spec: Spec) -> list[str]:

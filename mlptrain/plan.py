@@ -16,7 +16,7 @@ from math import prod
 from typing import Any, Callable, Optional
 
 from mlptrain import tasks
-from mlptrain.config import Spec
+from mlptrain.config import Spec, task_inert
 from mlptrain.errors import ConfigError
 
 
@@ -134,6 +134,9 @@ def check(spec: Spec, prepared: Any) -> Plan:
     st = prepared.state
     spec.augment.check_data(st.get("image_shape"), spec.data.name)
     spec.train.check_rows(len(prepared.train.y))
+    inert = task_inert(spec, prepared.task)
+    if inert:
+        raise ConfigError("; ".join(inert))
     loss = tasks.loss_name(spec.loss, prepared.task)
     weights = tasks.class_weights(spec.loss, loss, prepared.task, st.get("class_names"), st.get("class_counts"))
     parts = active_parts(spec)

@@ -138,3 +138,38 @@ def test_an_epoch_end_hook_ends_the_run_with_its_own_stop_reason():
 def test_the_stop_reason_of_early_stopping():
     result = _fit(_net(), F.binary_cross_entropy_with_logits, [], epochs=50, early_stopping=True, patience=1, min_delta=10.0)
     assert result.stop is Stop.EARLY_STOPPED and result.stopped_early and result.epochs_run < 50
+
+
+INERT = {
+    "dropout without hidden layers": ("model: {hidden: [], dropout: 0.3}", "model.dropout = 0.3 changes nothing with model.hidden = []"),
+    "activation without hidden layers": ("model: {hidden: [], activation: tanh}", "model.activation = 'tanh' changes nothing"),
+    "norm without hidden layers": ("model: {hidden: [], norm: batch}", "model.norm = 'batch' changes nothing"),
+    "drop_last with a full batch": ("train: {batch_size: full, drop_last: true}", "train.drop_last = True changes nothing with train.batch_size = 'full'"),
+    "scale_target on classification": ("data: {name: moons, scale_target: false}", "data.scale_target = False changes nothing with task = 'binary'"),
+    "stratify on regression": ("data: {name: sine, split: {stratify: false}}", "data.split.stratify = False changes nothing with task = 'regression'"),
+}
+
+
+@pytest.mark.parametrize("text, said", INERT.values(), ids=INERT.keys())
+def test_keys_the_shape_or_the_task_leaves_unread_are_refused_by_validate_and_fit(text, said, write_config, tmp_path, capsys):
+    cfg = write_config(("" if text.startswith("data:") else "data: {name: moons}\n") + text + "\ntrain: {epochs: 1}\n"
+                       if "train:" not in text else "data: {name: moons}\n" + text + "\n")
+    for argv in (["validate", str(cfg)], ["fit", str(cfg), "--run-dir", str(tmp_path / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_same_keys_are_read_where_they_apply(write_config, capsys):
+    for text in ("data: {name: moons}\nmodel: {hidden: [4], dropout: 0.3, norm: batch, activation: tanh}\n",
+                 "data: {name: moons}\nmodel: {hidden: [], input_dropout: 0.2}\ntrain: {batch_size: 16, drop_last: true}\n",
+                 "data: {name: sine, scale_target: false}\n", "data: {name: moons, split: {stratify: false}}\n"):
+        assert main(["validate", str(write_config(text))]) == 0, capsys.readouterr().err
+
+
+def test_a_set_that_removes_the_hidden_layers_makes_dropout_a_warning(write_config, capsys):
+    cfg = write_config("data: {name: moons}\nmodel: {hidden: [8], dropout: 0.3}\n")
+    assert main(["validate", str(cfg), "--set", "model.hidden=[]"]) == 0
+    err = capsys.readouterr().err
+    assert "model.dropout = 0.3 is ignored with model.hidden = [] from --set" in err
