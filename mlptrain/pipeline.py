@@ -427,6 +427,37 @@ def _warn_if_edited(path: Path, stored: dict[str, Any]) -> None:
         ), stacklevel=2)
 
 
+def _no_last_pt(run_dir: Path) -> str:
+    """Why a directory without checkpoints/last.pt cannot be resumed: a run that kept none, or no run at all
+    (then the newest run below it, if any, is the likely meant one)."""
+    if (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir():
+        return (
+            f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
+            "stopped before its first epoch ended); start it again with mlptrain fit (a new --run-dir, or none)"
+        )
+    below = [p for pattern in ("*/checkpoints/last.pt", "*/*/checkpoints/last.pt") for p in run_dir.glob(pattern)]
+    newest = max(below, key=lambda p: p.stat().st_mtime, default=None)
+    example = f", e.g. mlptrain resume {newest.parent.parent}" if newest else " (runs/<name>/<time>)"
+    return (
+        f"{run_dir}: not an mlptrain run directory (it has no config.yaml or checkpoints/last.pt); "
+        f"give the run directory `mlptrain fit` printed{example}"
+    )
+
+
+def _without_resume_state(last: Path, state: dict[str, Any]) -> str:
+    """Why a last.pt without resume state cannot be resumed: best.pt's kind of file (weights only) put in
+    its place, or a last.pt of a format before resume existed."""
+    if state.get("format_version", 1) >= 2 and "optimizer" not in state:
+        config = last.parent.parent / "config.yaml"
+        return (
+            f"{last}: a best-weights checkpoint (like best.pt: the weights of epoch {state.get('epoch')}) without the "
+            f"state resume needs (optimizer, counters, random streams); resume needs the last.pt its run wrote. "
+            f"Score these weights with: mlptrain eval {last}; or train a new run: "
+            f"mlptrain fit {config if config.is_file() else 'CONFIG'} --set KEY=VALUE"
+        )
+    return f"{last}: written by an older mlptrain, without the state resume needs; start the run again with mlptrain fit"
+
+
 def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:
     """The spec and last.pt of a stopped run, after checking that there is something left to train."""
     from mlptrain.config import apply_overrides, load_spec
@@ -438,13 +469,10 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
         raise RunDirError(f"{run_dir}: no such run directory; give the directory `mlptrain fit` printed")
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
-        raise RunDirError(
-            f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
-            "stopped before its first epoch ended); start it again with mlptrain fit (a new --run-dir, or none)"
-        )
+        raise RunDirError(_no_last_pt(run_dir))
     state = checkpoint.load(last, damaged_hint="this run cannot go on from it: start it again with mlptrain fit (best.pt, if whole, still serves eval and predict)")
     if "resume" not in state:
-        raise CheckpointError(f"{last}: written by an older mlptrain, without the state resume needs; start the run again")
+        raise CheckpointError(_without_resume_state(last, state))
     stored = state["spec"]
     _warn_if_edited(run_dir / "config.yaml", stored)
     if config is not None:
@@ -487,7 +515,8 @@ def resume(
 ) -> FitOutcome:
     """Go on training a stopped run in its own directory, from the very next step of its last.pt."""
     run_dir = Path(run_dir)
-    probe_writable(run_dir)
+    probe_writable(run_dir, f"make it writable (or free space), or copy the run directory elsewhere and resume the copy: "
+                            f"cp -r {run_dir} NEW_DIR && mlptrain resume NEW_DIR")
     remove_partial_files(run_dir)  # temporary files of writes a kill cut short (whole files are untouched)
     return train(spec, run_dir, device_name or spec.train.device, progress, notify, resume=state)
 

@@ -116,15 +116,16 @@ def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -
     return path
 
 
-def probe_writable(path: Path) -> None:
-    """Fail before training, not at the first checkpoint: make checkpoints/ and write a file there."""
+def probe_writable(path: Path, fix: str = "pick a writable run directory or free space") -> None:
+    """Fail before training, not at the first checkpoint: make checkpoints/ and write a file there
+    (``fix``: what the user can do about a directory that is not writable, as the caller knows it)."""
     path = Path(path)
     try:
         (path / "checkpoints").mkdir(exist_ok=True)
         atomic_write(path / "checkpoints" / ".write-probe", b"")
         os.unlink(path / "checkpoints" / ".write-probe")
     except OSError as exc:
-        raise RunDirError(f"{path}: not writable ({exc.strerror}); pick a writable run directory or free space") from None
+        raise RunDirError(f"{path}: not writable ({exc.strerror}); {fix}") from None
 
 
 def unused(path: Path) -> bool:

@@ -7,10 +7,12 @@ engine trains (the pipeline's handler asks the loop to save last.pt and return),
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -632,3 +634,52 @@ def test_a_best_pt_missing_at_the_end_is_written_again_from_the_final_weights(tm
     assert notes == [f"warning: {best} was missing; written again from epoch {out.summary['best_epoch']}'s weights (the weights of the final metrics)"]
     assert main(["eval", str(best), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(out.metrics["test"], rel=1e-6)
+
+
+def test_a_best_pt_put_in_place_of_last_pt_is_named_for_what_it_is(tmp_path, capsys):
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 20)
+    last = path / "checkpoints" / "last.pt"
+    shutil.copy(path / "checkpoints" / "best.pt", last)
+    assert main(["resume", str(path)]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {last}: a best-weights checkpoint (like best.pt: the weights of epoch ") and "older" not in err
+    assert "resume needs the last.pt its run wrote" in err
+    assert f"mlptrain eval {last}" in err and f"mlptrain fit {path / 'config.yaml'} --set KEY=VALUE" in err
+    assert main(["eval", str(last)]) == 0  # what it offers works
+    state = checkpoint.load(last)
+    checkpoint.save(last, {**{k: v for k, v in state.items() if k != "format"}, "format_version": 1})
+    assert main(["resume", str(path)]) == 4  # a last.pt from before resume existed is still said to be that
+    assert "written by an older mlptrain" in capsys.readouterr().err
+
+
+def test_resume_in_a_read_only_run_directory_says_what_resume_can_do(tmp_path, monkeypatch, capsys):
+    """resume cannot pick another run directory: it says how to make this one writable, or to resume a copy."""
+    path = _interrupted(SGD_MOMENTUM, tmp_path, "stopped", 20)
+    real = runs.atomic_write
+
+    def read_only(target, data):  # noqa: ANN001  (as chmod -w would, for a user whom permissions bind)
+        if Path(target).is_relative_to(path):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(target, data)
+
+    monkeypatch.setattr(runs, "atomic_write", read_only)
+    assert main(["resume", str(path)]) == 5
+    err = capsys.readouterr().err
+    assert f"error: {path}: not writable (Permission denied); make it writable" in err and "pick a" not in err
+    assert f"copy the run directory elsewhere and resume the copy: cp -r {path} NEW_DIR && mlptrain resume NEW_DIR" in err
+    copy = tmp_path / "copy"
+    assert subprocess.run(["cp", "-r", str(path), str(copy)]).returncode == 0
+    assert main(["resume", str(copy)]) == 0  # the advice works
+    assert json.loads((copy / "summary.json").read_text())["status"] == "complete"
+
+
+def test_resume_of_a_directory_that_is_no_run_says_so(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["resume", str(empty)]) == 5
+    err = capsys.readouterr().err
+    assert f"error: {empty}: not an mlptrain run directory (it has no config.yaml or checkpoints/last.pt)" in err
+    assert "save_last" not in err
+    run = _interrupted(SGD_MOMENTUM, tmp_path, "runs/exp/2026-01-01_00-00-00", 20)
+    assert main(["resume", str(tmp_path / "runs")]) == 5  # runs/ given for one of its runs: that run is named
+    assert f"e.g. mlptrain resume {run}" in capsys.readouterr().err
