@@ -114,6 +114,14 @@ def _root(
 # Progress: a live bar on a terminal, one plain line per epoch elsewhere.
 
 
+def watched(values: dict[str, float], monitor: str) -> list[str]:
+    """The validation metrics an epoch's progress shows: the task's main one (val/accuracy, val/rmse) and
+    the monitored one, as Keras shows its compiled metrics beside the loss."""
+    from mlptrain.tasks import main_metric
+
+    return [k for k in dict.fromkeys([main_metric(values), monitor]) if k in values]
+
+
 class PlainProgress:
     """One line per epoch: what CI logs and pipes want."""
 
@@ -127,14 +135,14 @@ class PlainProgress:
         pass
 
     def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
-        keys = [k for k in ("train/loss", "train/accuracy", "val/loss", self.monitor) if k in values]
+        keys = [k for k in ("train/loss", "train/accuracy", "val/loss", *watched(values, self.monitor)) if k in values]
         shown = "  ".join(f"{k} {fmt(values[k])}" for k in dict.fromkeys(keys)) + f"  lr {values['lr']:.3g}"
         # print, not rich: a plain line needs no markup or layout, and rich took 0.4 ms of each epoch
         print(f"epoch {epoch:>{len(str(self.epochs))}}/{self.epochs}  {shown}{'  *' if improved else ''}", flush=True)
 
 
 class BarProgress:
-    """A rich progress bar over all steps, showing the running loss and the monitored metric."""
+    """A rich progress bar over all steps, showing the running loss, the task's main metric and the monitored one."""
 
     def __init__(self, monitor: str):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -158,11 +166,14 @@ class BarProgress:
         self.bar.update(self.task, advance=steps, loss=fmt(loss) if loss is not None else "-")
 
     def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
-        value = values.get(self.monitor)
-        self.bar.update(self.task, metric=f"{self.monitor} {fmt(value)}" if value is not None else "")
+        self.bar.update(self.task, metric="  ".join(f"{k} {fmt(values[k])}" for k in watched(values, self.monitor)))
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Stop the bar; a ``finished`` run's (early stopping included) ends full, at the steps it ran."""
         if self.task is not None:
+            if finished:
+                done = next(t.completed for t in self.bar.tasks if t.id == self.task)
+                self.bar.update(self.task, total=done, completed=done)
             self.bar.stop()
 
 
@@ -283,15 +294,17 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     from mlptrain.wording import plural
 
     progress = make_progress(spec.logging.progress, monitor_key(spec.train.early_stopping.monitor))
+    finished = False
     try:
         result = go(progress)
+        finished = True
     except (KeyboardInterrupt, Terminated):  # outside the epochs' own signal handling: after the last epoch, or before the first
         if (Path(path) / "checkpoints" / "last.pt").is_file():
             err.print(f"stopped before the run was complete; finish it with: mlptrain resume {path}")
         raise
     finally:
         if hasattr(progress, "close"):
-            progress.close()
+            progress.close(finished)
     s = result.summary
     out.print(metrics_table(result.metrics, f"final metrics ({s['final_weights']} weights, epoch {s['best_epoch'] if s['final_weights'] == 'best' else s['epochs_run']})"))
     stop = "stopped early" if s["stopped_early"] else "ran all epochs"

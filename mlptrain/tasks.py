@@ -6,7 +6,7 @@ Kept free of torch so that ``mlptrain validate`` can check a spec against its da
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from mlptrain.config import LossSpec, Spec, unused_keys
 from mlptrain.errors import ConfigError
@@ -38,6 +38,9 @@ METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
     "regression": ("mse", "rmse", "mae", "r2"),
 }
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "r2"}
+# How good a model of the task is, at a glance: shown in every epoch's progress beside the loss and the
+# monitored metric, as Keras shows its compiled metrics. RMSE is in the target's own units.
+MAIN_METRIC = {"binary": "accuracy", "multiclass": "accuracy", "multilabel": "accuracy", "regression": "rmse"}
 
 
 def loss_name(spec: LossSpec, task: str) -> str:
@@ -94,6 +97,13 @@ def logged_names(task: str, has_val: bool) -> list[str]:
     if has_val:
         names += ["val/loss"] + [f"val/{m}" for m in METRICS_BY_TASK[task]]
     return names + ["lr"]
+
+
+def main_metric(logged: Iterable[str]) -> Optional[str]:
+    """The task's main validation metric among the names an epoch logged (None without a val split): the
+    names tell the task apart, so progress needs no task before the data is read."""
+    names = set(logged)
+    return next((f"val/{m}" for m in dict.fromkeys(MAIN_METRIC.values()) if f"val/{m}" in names), None)
 
 
 def monitor_key(name: str) -> str:

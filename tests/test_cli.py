@@ -8,6 +8,7 @@ prove the entry points, exit codes and the absence of tracebacks.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -783,3 +784,38 @@ def test_ctrl_c_after_the_last_epoch_says_how_to_finish_the_run(write_config, tm
     assert f"stopped before the run was complete; finish it with: mlptrain resume {tmp_path / 'r'}" in err
     assert main(["resume", str(tmp_path / "r")]) == 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["status"] == "complete"
+
+
+# ------------------------------------------------------------------------------------------------
+# What fit shows while it trains and where it points afterwards.
+
+
+def test_each_epoch_shows_the_tasks_main_metric_beside_the_monitored_one(fitted, tmp_path, capsys):
+    """Monitoring val/loss, a classifier's line still says how accurate it is; a regression's, its RMSE."""
+    _, printed = fitted
+    epoch_lines = [line for line in printed.splitlines() if line.startswith("epoch ")]
+    assert epoch_lines and all(re.search(r"val/loss \d\.\d{4}  val/accuracy \d\.\d{4}  lr ", line) for line in epoch_lines)
+    run_dir = tmp_path / "reg"
+    assert main(["fit", str(CONFIGS / "diabetes.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=2",
+                 "--set", "logging.progress=plain"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
+    assert len(lines) == 2 and all(f"val/rmse {float(r['val/rmse']):.4f}" in line for line, r in zip(lines, rows))
+
+
+def test_the_bar_ends_full_when_early_stopping_ends_the_run(write_config, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from mlptrain import cli
+
+    screen = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=200)
+    monkeypatch.setattr(cli, "out", screen)
+    cfg = write_config(TINY.replace("epochs: 6", "epochs: 300, early_stopping: {patience: 1}").replace("plain", "bar"))
+    assert main(["fit", str(cfg), "--run-dir", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["epochs_run"] < 300
+    frames = re.findall(r"epoch (\d+)/300 \S+ +(\d+)/(\d+) loss \S+ (.*?) \d+:\d\d:\d\d", screen.file.getvalue())
+    epoch, done, total, metrics = frames[-1]  # the bar as it stays on screen
+    assert int(epoch) == summary["epochs_run"] and int(done) == int(total) == summary["steps"]
+    assert "val/accuracy" in metrics and "val/loss" in metrics
+
