@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +184,15 @@ def _resumed_rows(run_path: Path, resume: dict[str, Any]) -> list[dict[str, Any]
     return rows
 
 
+def _wall_before(resume: Optional[dict[str, Any]]) -> float:
+    """The wall time of a resumed run's sessions so far, from its last.pt (one written before last.pt kept
+    it: its epochs' seconds, the most that is known)."""
+    if resume is None:
+        return 0.0
+    seconds = resume["resume"]["seconds"]
+    return float(seconds.get("wall", seconds["train"] + seconds["val"]))
+
+
 def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
     """Create the run directory first, so its path can be printed before anything slow happens."""
     root = Path(runs_root) if runs_root is not None else Path(spec.logging.runs_dir)
@@ -280,7 +288,7 @@ def train(
         "out_features": prepared.out_features,
     }
     run.write_config(dump_yaml(spec_dict))
-    wall = time.perf_counter()
+    run.start_clock(_wall_before(resume))
     try:
         train_t = _tensors(prepared.train, device)
         loop.host_batches = train_t[0].device != device
@@ -357,7 +365,7 @@ def train(
             "train_seconds": round(result.train_seconds, 3),  # training epochs, without validation
             "val_seconds": round(result.val_seconds, 3),  # the per-epoch validation passes
             "warmup_seconds": round(result.warmup_seconds, 3),  # CUDA's one-time costs, before the training clock
-            "wall_seconds": round(time.perf_counter() - wall, 3),
+            "wall_seconds": round(run.wall_seconds(), 3),  # every session of a resumed run
             "final_weights": weights,
             "checkpoint": str(ckpt) if ckpt else None,
             # eval warns when a checkpoint no longer matches what its run wrote

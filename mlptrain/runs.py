@@ -352,6 +352,7 @@ class Run:
         # first: resume rebuilds its rows from last.pt.
         self._writer = BackgroundWriter(hint=self.next_step, duty=0.125)
         self.static: dict[str, Any] = {}  # merged into every checkpoint (spec, preprocessing, names)
+        self._clock: Optional[float] = None  # perf_counter() when the run's wall time was 0 (start_clock)
         self.logged = logged or {}
         self.writer = None
         if tensorboard:
@@ -395,12 +396,29 @@ class Run:
         except OSError as exc:
             raise write_error(self.path / name, exc, hint) from None
 
+    def start_clock(self, seconds_before: float = 0.0) -> None:
+        """The run's wall clock starts now, at ``seconds_before`` (the sessions before a resume): last.pt
+        carries it on (``resume.seconds.wall``) so that summary.json's wall_seconds counts the whole run."""
+        self._clock = time.perf_counter() - seconds_before
+
+    def wall_seconds(self) -> float:
+        """The run's wall time so far, every session of a resumed run included (0 before start_clock)."""
+        return 0.0 if self._clock is None else time.perf_counter() - self._clock
+
+    def _clocked(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A resumable state (last.pt's) with the wall time so far beside its training seconds."""
+        if self._clock is None or not isinstance(state.get("resume"), dict):
+            return state
+        resume = state["resume"]
+        return {**state, "resume": {**resume, "seconds": {**resume.get("seconds", {}), "wall": self.wall_seconds()}}}
+
     def checkpoint_path(self, name: str) -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
     def save_checkpoint(self, name: str, state: dict[str, Any], durable: bool = False) -> Path:
         """Queue a checkpoint; ``durable`` ones are never skipped (see BackgroundWriter)."""
         path = self.checkpoint_path(name)
+        state = self._clocked(state)
         if self.serialize_inline and tensor_bytes(state) <= INLINE_MAX_BYTES:
             buf = io.BytesIO()
             self._write_checkpoint(buf, {**self.static, **state})

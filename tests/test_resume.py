@@ -683,3 +683,20 @@ def test_resume_of_a_directory_that_is_no_run_says_so(tmp_path, capsys):
     run = _interrupted(SGD_MOMENTUM, tmp_path, "runs/exp/2026-01-01_00-00-00", 20)
     assert main(["resume", str(tmp_path / "runs")]) == 5  # runs/ given for one of its runs: that run is named
     assert f"e.g. mlptrain resume {run}" in capsys.readouterr().err
+
+
+class SlowUntilSignal(SignalAt):
+    """Epochs of at least 300 ms, then a signal at ``step``: the stopped session holds most of the run's time."""
+
+    def end_epoch(self, epoch: int, values: dict[str, float], improved: bool) -> None:
+        time.sleep(0.3)
+
+
+def test_wall_seconds_of_a_resumed_run_counts_every_session(tmp_path):
+    with pytest.raises(Interrupted):
+        _run(SGD_MOMENTUM, tmp_path, "stopped", SlowUntilSignal(17))  # in epoch 3, after two slow ones
+    seconds = checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt")["resume"]["seconds"]
+    assert seconds["wall"] >= seconds["train"] + seconds["val"] >= 0.6
+    done = _resume(tmp_path / "stopped")
+    s = done.summary
+    assert s["wall_seconds"] >= s["train_seconds"] + s["val_seconds"] and s["wall_seconds"] > seconds["wall"]
