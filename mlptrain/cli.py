@@ -229,20 +229,19 @@ def fit(
     spec = load_spec(config, overrides)
 
     from mlptrain import pipeline
+    from mlptrain.runs import existing_ancestor, remove_if_unused
 
-    made_by_user = run_dir is not None and Path(run_dir).is_dir()  # an empty --run-dir made beforehand stays
+    kept = existing_ancestor(pipeline.run_base(spec, None, run_dir))  # there before this call (runs/, an empty --run-dir): it stays
     path = pipeline.start_run(spec, None, run_dir)
     out.print(f"run directory: {path}")
     try:
         with naming(config):
             _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
     except BaseException as exc:
-        from mlptrain.runs import remove_if_unused
-
-        # failed before writing anything (bad data, no CUDA): leave no empty run behind, and say so
-        # under the "run directory:" line printed above
-        if remove_if_unused(path, keep_dir=made_by_user):
-            gone = f"{path} left empty" if made_by_user else f"{path} removed"
+        # failed before writing anything (bad data, no CUDA): leave no empty run behind (nor the
+        # runs/<name>/ made for it), and say so under the "run directory:" line printed above
+        if remove_if_unused(path, keep=kept):
+            gone = f"{path} left empty" if kept == path else f"{path} removed"
             if isinstance(exc, MlptrainError):
                 exc.args = (f"{exc} (nothing was written: {gone})",)
             elif isinstance(exc, (KeyboardInterrupt, Terminated)):

@@ -193,10 +193,16 @@ def _wall_before(resume: Optional[dict[str, Any]]) -> float:
     return float(seconds.get("wall", seconds["train"] + seconds["val"]))
 
 
+def run_base(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
+    """The directory a new run goes into (``runs/<name>/``), or is (``--run-dir``)."""
+    root = Path(runs_root) if runs_root is not None else Path(spec.logging.runs_dir)
+    return Path(run_dir) if run_dir is not None else root / (spec.name or "run")
+
+
 def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
     """Create the run directory first, so its path can be printed before anything slow happens."""
-    root = Path(runs_root) if runs_root is not None else Path(spec.logging.runs_dir)
-    return create_run_dir(root, spec.name or "run", run_dir)
+    base = run_base(spec, runs_root, run_dir)
+    return create_run_dir(base.parent, base.name, run_dir)
 
 
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}

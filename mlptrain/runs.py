@@ -138,19 +138,39 @@ def unused(path: Path) -> bool:
         return False
 
 
-def remove_if_unused(path: Path, keep_dir: bool = False) -> bool:
+def existing_ancestor(path: Path) -> Path:
+    """The deepest of ``path`` and its parents that exists now: what a run's cleanup must leave (see remove_if_unused)."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
+
+
+def remove_if_unused(path: Path, keep: Optional[Path] = None) -> bool:
     """Remove a run directory that holds nothing but its empty checkpoints/ folder; never a file.
-    ``keep_dir``: the directory was the user's (an empty --run-dir made beforehand): only checkpoints/ goes."""
+
+    ``keep`` is the deepest directory that existed before the run's was made (``existing_ancestor``):
+    it stays, and so does all above it; the directories between (``runs/<name>/`` made for this run)
+    go too while empty. ``keep`` is the run directory itself for an empty --run-dir made beforehand:
+    only its checkpoints/ goes.
+    """
     path = Path(path)
     try:
         if not unused(path):
             return False
         (path / "checkpoints").rmdir()
-        if not keep_dir:
-            path.rmdir()
-        return True
+        if keep is not None and Path(keep) == path:
+            return True
+        path.rmdir()
     except OSError:
         return False
+    if keep is not None and Path(keep) in path.parents:
+        for parent in path.parents:
+            if parent == Path(keep):
+                break
+            try:
+                parent.rmdir()
+            except OSError:  # another run's directory appeared there meanwhile
+                break
+    return True
 
 
 class BackgroundWriter:

@@ -819,3 +819,19 @@ def test_the_bar_ends_full_when_early_stopping_ends_the_run(write_config, tmp_pa
     assert int(epoch) == summary["epochs_run"] and int(done) == int(total) == summary["steps"]
     assert "val/accuracy" in metrics and "val/loss" in metrics
 
+
+def test_a_fit_that_fails_on_its_data_leaves_no_runs_name_folder(write_config, tmp_path, capsys):
+    """Only what this call made goes: runs/<name>/ made for the run, never a folder that was there before."""
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    runs_dir = tmp_path / "runs"
+    cfg = write_config(f"name: exp\ndata: {{name: csv, path: d.csv, target: nope}}\nlogging: {{runs_dir: {runs_dir}}}\n")
+    assert main(["fit", str(cfg)]) == 3
+    assert "target column 'nope' not found" in capsys.readouterr().err
+    assert not runs_dir.exists()  # runs/ and runs/exp/ were made by this call
+    (runs_dir / "other" / "2026-01-01_00-00-00").mkdir(parents=True)
+    assert main(["fit", str(cfg)]) == 3
+    assert sorted(p.relative_to(runs_dir) for p in runs_dir.rglob("*")) == [Path("other"), Path("other/2026-01-01_00-00-00")]
+    old = runs_dir / "exp" / "2026-01-01_00-00-00"
+    old.mkdir(parents=True)  # an earlier run of the same name: its folder stays
+    assert main(["fit", str(cfg)]) == 3
+    assert list((runs_dir / "exp").iterdir()) == [old]
