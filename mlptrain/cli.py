@@ -538,9 +538,10 @@ class Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def sigterm_unwinds() -> Any:
-    """SIGTERM raises Terminated; and a thread's failed write (TensorBoard's event writer on a full
-    disk) prints no traceback: the main thread meets the same error at its next write and says it in one line."""
+def signals_unwind() -> Any:
+    """While a command runs, SIGINT raises KeyboardInterrupt and SIGTERM Terminated (whatever ``run`` set
+    for the time after it); and a thread's failed write (TensorBoard's event writer on a full disk)
+    prints no traceback: the main thread meets the same error at its next write and says it in one line."""
     import signal
     import threading
 
@@ -557,12 +558,14 @@ def sigterm_unwinds() -> Any:
         if not issubclass(args.exc_type, OSError):
             default_hook(args)
 
-    previous = signal.signal(signal.SIGTERM, handle)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handle),
+                signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     threading.excepthook = quiet_oserror
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         threading.excepthook = default_hook
 
 
@@ -573,7 +576,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if "--debug" in args:  # an option of mlptrain itself, wherever it is written: `fit x.yaml --debug` too
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        with notices_as_lines(), sigterm_unwinds():
+        with notices_as_lines(), signals_unwind():
             result = app(args=args, prog_name="mlptrain", standalone_mode=False)
         if result == 130:  # click's answer to a Ctrl-C outside the training loop
             err.print("interrupted")
@@ -607,5 +610,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
 
 
+def exit_at_once(signum: int, frame: Any) -> None:
+    """A signal outside a command's run: before it starts, or once it is done (its files whole) and
+    Python shuts down, where a second Ctrl-C would print a traceback from an atexit callback."""
+    with contextlib.suppress(Exception):  # os._exit writes out no buffer itself
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(128 + signum)
+
+
 def run() -> None:
+    """The process's entry point (the console script, python -m mlptrain)."""
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # main's signals_unwind overrides them while the command runs
+        signal.signal(signum, exit_at_once)
     sys.exit(main())

@@ -7,6 +7,7 @@ engine trains (the pipeline's handler asks the loop to save last.pt and return),
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -361,11 +362,12 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _start(args: list[str], slow_disk: bool = False) -> subprocess.Popen:
+def _start(args: list[str], slow_disk: bool = False, own_group: bool = False) -> subprocess.Popen:
+    """``own_group``: a process group of its own, as a shell gives a command (a terminal's Ctrl-C signals the whole group)."""
     command = ["-c", SLOW_DISK] if slow_disk else ["-m", "mlptrain"]
     return subprocess.Popen(
         [sys.executable, *command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=own_group,
     )
 
 
@@ -524,6 +526,27 @@ def test_a_second_ctrl_c_exits_at_once_and_leaves_whole_checkpoints(cli_referenc
         checkpoint.load(pt)
     spec, state = pipeline.load_resume(run_dir, [])  # still resumable
     assert state["step"] > 0
+
+
+def test_ctrl_c_again_while_the_process_shuts_down_prints_no_traceback(cli_reference, tmp_path):
+    """After the save line Python shuts down (atexit callbacks, threads): a second Ctrl-C then, e.g. one
+    20 ms after the first, must end the process without a traceback. Signals every millisecond from the
+    save line on reach every moment of the shutdown."""
+    cfg, _ = cli_reference
+    run_dir = tmp_path / "run"
+    proc = _start(["fit", str(cfg), "--run-dir", str(run_dir)], own_group=True)
+    _wait_for_epoch(proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    said = proc.stderr.readline()
+    assert "saved" in said and f"mlptrain resume {run_dir}" in said, said
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.001)
+    err = said + proc.stderr.read()
+    assert proc.returncode in (130, -signal.SIGINT), err  # -SIGINT: past the interpreter's own shutdown, as a shell reports 130
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert pipeline.load_resume(run_dir, [])[1]["step"] > 0
 
 
 def test_a_run_stopped_after_its_last_epoch_but_before_its_summary_is_finished_by_resume(tmp_path):
