@@ -83,6 +83,33 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def command_name() -> str:
+    """mlptrain as this process was started, to print commands the user can paste: ``mlptrain`` when
+    PATH finds that very script, else the script as typed (``.venv/bin/mlptrain``), or ``python -m mlptrain``."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name == "mlptrain.__main__":
+        return f"{_as_typed(sys.executable)} -m mlptrain"
+    script = sys.argv[0] if sys.argv else ""
+    return _as_typed(script) if Path(script).name == "mlptrain" else "mlptrain"  # else: called in-process (tests)
+
+
+def _as_typed(program: str) -> str:
+    """The shortest text that runs ``program`` from here: its bare name when PATH leads to that path,
+    else the path (relative when below the working directory), quoted for the shell if need be."""
+    import shlex
+    import shutil
+
+    path = Path(program)
+    found = shutil.which(path.name)
+    # the same path, not just the same file: a venv's python links to the base one, which lacks the venv's packages
+    if found and os.path.normpath(os.path.abspath(found)) == os.path.normpath(os.path.abspath(path)):
+        return path.name
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        path = path.relative_to(Path.cwd())
+    text = str(path) if path.is_absolute() or len(path.parts) > 1 else f"./{path}"
+    return shlex.quote(text)
+
+
 def fmt(value: Any) -> str:
     """One format for every metric `fit` and `eval` print, so they can be compared digit by digit."""
     return f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -231,12 +258,14 @@ def fit(
     from mlptrain import pipeline
     from mlptrain.runs import existing_ancestor, remove_if_unused
 
+    command = command_name()
     kept = existing_ancestor(pipeline.run_base(spec, None, run_dir))  # there before this call (runs/, an empty --run-dir): it stays
-    path = pipeline.start_run(spec, None, run_dir)
+    path = pipeline.start_run(spec, None, run_dir, command)
     out.print(f"run directory: {path}")
     try:
         with naming(config):
-            _train(spec, path, run_dir is None, lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify))
+            _train(spec, path, run_dir is None, command,
+                   lambda progress: pipeline.train(spec, path, spec.train.device, progress, notify=_notify, command=command))
     except BaseException as exc:
         # failed before writing anything (bad data, no CUDA): leave no empty run behind (nor the
         # runs/<name>/ made for it), and say so under the "run directory:" line printed above
@@ -279,16 +308,19 @@ def _notify(message: str) -> None:
 def _resume(run_dir: Path, overrides: list[str], config: Optional[Path]) -> None:
     from mlptrain import pipeline
 
-    spec, state = pipeline.load_resume(run_dir, overrides, config)
+    command = command_name()
+    spec, state = pipeline.load_resume(run_dir, overrides, config, command)
     position = state["resume"]["position"]
     where = f"epoch {position['epoch']}, batch {position['batch']}" if position else f"the end of epoch {state['epoch']}"
     out.print(f"run directory: {run_dir}")
     out.print(f"resuming at step {state['step']} ({where})")
-    _train(spec, Path(run_dir), False, lambda progress: pipeline.resume(run_dir, spec, state, None, progress, _notify))
+    _train(spec, Path(run_dir), False, command,
+           lambda progress: pipeline.resume(run_dir, spec, state, None, progress, _notify, command))
 
 
-def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
-    """Run ``go(progress)`` (a fit or a resume) and print its results and where to look next."""
+def _train(spec: Any, path: Path, named: bool, command: str, go: Any) -> None:
+    """Run ``go(progress)`` (a fit or a resume) and print its results and where to look next
+    (``command``: how mlptrain was started, see command_name)."""
     from mlptrain.tasks import monitor_key
     from mlptrain.wording import plural
 
@@ -299,7 +331,7 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
         finished = True
     except (KeyboardInterrupt, Terminated):  # outside the epochs' own signal handling: after the last epoch, or before the first
         if (Path(path) / "checkpoints" / "last.pt").is_file():
-            err.print(f"stopped before the run was complete; finish it with: mlptrain resume {path}")
+            err.print(f"stopped before the run was complete; finish it with: {command} resume {path}")
         raise
     finally:
         if hasattr(progress, "close"):
@@ -315,7 +347,7 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
     if result.checkpoint is not None:
         split = "" if "test" in result.metrics else next((f" --split {k}" for k in ("val", "train") if k in result.metrics), "")
         out.print(f"checkpoint: {result.checkpoint}")
-        out.print(f"evaluate:   mlptrain eval {result.checkpoint}{split}")
+        out.print(f"evaluate:   {command} eval {result.checkpoint}{split}")
     elif s["final_weights"] == "best":  # restored best weights, and no best.pt
         last = f"; last.pt holds epoch {s['epochs_run']}'s" if spec.train.checkpoint.save_last else ""
         out.print(f"checkpoint: none holds the final weights: they are epoch {s['best_epoch']}'s (early_stopping."
@@ -324,7 +356,7 @@ def _train(spec: Any, path: Path, named: bool, go: Any) -> None:
         out.print("checkpoint: none holds the final weights (train.checkpoint.save_last is off)")
     if spec.logging.tensorboard:
         logdir = Path(path).parent.parent if named else Path(path)
-        out.print(f"TensorBoard: mlptrain tensorboard {logdir}  (or: tensorboard --logdir {logdir})")
+        out.print(f"TensorBoard: {command} tensorboard {logdir}  (or: tensorboard --logdir {logdir})")
 
 
 @app.command("eval", cls=NamedHelpCommand, epilog="Example: mlptrain eval runs/quickstart/2026-01-01_12-00-00/checkpoints/best.pt --split test --json")
@@ -462,7 +494,7 @@ def init(path: Path = typer.Argument(Path("mlptrain.yaml"), metavar="PATH", help
     from mlptrain.runs import write_output
 
     write_output(path, STARTER.encode("utf-8"))
-    out.print(f"wrote {path}; train it with: mlptrain fit {path}")
+    out.print(f"wrote {path}; train it with: {command_name()} fit {path}")
 
 
 @app.command(cls=NamedHelpCommand, epilog="Example: mlptrain tensorboard runs --port 6007")
@@ -473,7 +505,7 @@ def tensorboard(
 ) -> None:
     """Start TensorBoard on the runs directory and print its URL."""
     if not runs_dir.is_dir():
-        raise RunDirError(f"{runs_dir}: no such runs directory; train something first (mlptrain fit CONFIG)")
+        raise RunDirError(f"{runs_dir}: no such runs directory; train something first ({command_name()} fit CONFIG)")
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:  # before TensorBoard's own lines
@@ -599,7 +631,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ClickException as exc:
         if debug:
             raise
-        command = exc.ctx.command_path if getattr(exc, "ctx", None) else "mlptrain"
+        subcommand = exc.ctx.command_path.partition(" ")[2] if getattr(exc, "ctx", None) else ""  # after prog_name
+        command = " ".join(filter(None, (command_name(), subcommand)))
         err.print(f"error: {exc.format_message()} (see `{command} --help`)", markup=False)  # type: ignore[attr-defined]
         return exc.exit_code  # type: ignore[attr-defined]
     except typer.Abort:

@@ -199,17 +199,18 @@ def run_base(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> 
     return Path(run_dir) if run_dir is not None else root / (spec.name or "run")
 
 
-def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path]) -> Path:
-    """Create the run directory first, so its path can be printed before anything slow happens."""
+def start_run(spec: Spec, runs_root: Optional[Path], run_dir: Optional[Path], command: str = "mlptrain") -> Path:
+    """Create the run directory first, so its path can be printed before anything slow happens
+    (``command``: how the user runs mlptrain, for the command a refusal suggests)."""
     base = run_base(spec, runs_root, run_dir)
-    return create_run_dir(base.parent, base.name, run_dir)
+    return create_run_dir(base.parent, base.name, run_dir, command)
 
 
 SIGNAL_NAMES = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
 
 
 @contextlib.contextmanager
-def signals_stop(interrupt: Interrupt, run_path: Optional[Path] = None) -> Iterator[None]:
+def signals_stop(interrupt: Interrupt, run_path: Optional[Path] = None, command: str = "mlptrain") -> Iterator[None]:
     """SIGINT/SIGTERM ask the loop to save last.pt and return; a second one exits at once.
 
     Exiting at once is safe for the files: every one is written to a temporary name and renamed,
@@ -221,7 +222,7 @@ def signals_stop(interrupt: Interrupt, run_path: Optional[Path] = None) -> Itera
 
     def handle(signum: int, frame: Any) -> None:
         if interrupt.signal is not None:
-            then = f" (go on with: mlptrain resume {run_path})" if run_path is not None else ""
+            then = f" (go on with: {command} resume {run_path})" if run_path is not None else ""
             os.write(2, f"\n{SIGNAL_NAMES.get(signum, signum)} again: stopping now; last.pt keeps the last saved state{then}\n".encode())
             os._exit(128 + signum)
         interrupt.signal = signum
@@ -236,11 +237,12 @@ def signals_stop(interrupt: Interrupt, run_path: Optional[Path] = None) -> Itera
 
 def train(
     spec: Spec, run_path: Path, device_name: str, progress: Optional[Progress] = None,
-    notify: Callable[[str], None] = lambda message: None, resume: Optional[dict[str, Any]] = None,
+    notify: Callable[[str], None] = lambda message: None, resume: Optional[dict[str, Any]] = None, command: str = "mlptrain",
 ) -> FitOutcome:
     """Fit a spec into an existing, empty run directory, or go on from its ``last.pt`` (``resume``).
 
     ``notify`` receives warnings for the user. SIGINT/SIGTERM save last.pt and raise ``Interrupted``.
+    ``command`` is how the user runs mlptrain (``python -m mlptrain``), for the commands messages suggest.
     """
     device = resolve_device(device_name)
     configure_torch(spec.train.threads, device)
@@ -281,10 +283,10 @@ def train(
     spec_dict = spec_to_dict(spec)
     inline = device.type == "cpu"  # see Run: serialize checkpoints in line when training uses the CPU cores
     if resume is None:
-        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, serialize_inline=inline)
+        run = Run(run_path, spec.logging.tensorboard, checkpoint.write, serialize_inline=inline, command=command)
     else:  # metrics.csv as far as last.pt goes; TensorBoard steps already on disk are not logged twice
         run = Run(run_path, spec.logging.tensorboard, checkpoint.write, _resumed_rows(run_path, resume), logged_steps(run_path),
-                  serialize_inline=inline)
+                  serialize_inline=inline, command=command)
         run.mark_resumed()
     run.static = {
         "spec": spec_dict,
@@ -308,7 +310,7 @@ def train(
         # epochs (a 20-epoch digits run spent a third of its time there). Freezing them skips that.
         gc.freeze()
         try:
-            with signals_stop(loop.interrupt, run_path):
+            with signals_stop(loop.interrupt, run_path, command):
                 result = fit(
                     model, built.loss_fn, optimizer, schedule, train_t, _tensors(prepared.val, device),
                     task, loop, run, progress, forward, resume, manual,
@@ -320,7 +322,7 @@ def train(
             gc.unfreeze()
         if result.interrupted is not None:
             run.flush()
-            raise Interrupted(_interrupted(result, run_path, loop, steps), result.interrupted)
+            raise Interrupted(_interrupted(result, run_path, loop, steps, command), result.interrupted)
         if result.skipped_batches:
             notify(f"warning: train.on_nan: skipped {plural(result.skipped_batches, 'batch', 'batches')} whose loss was NaN or infinite")
         metrics, classified = {}, {}
@@ -400,14 +402,14 @@ def _diverged(exc: NonFiniteLoss, last: Path, loop: Loop) -> str:
     )
 
 
-def _interrupted(result: FitResult, run_path: Path, loop: Loop, steps_per_epoch: int) -> str:
+def _interrupted(result: FitResult, run_path: Path, loop: Loop, steps_per_epoch: int, command: str) -> str:
     name = SIGNAL_NAMES.get(result.interrupted, f"signal {result.interrupted}")
     at_end = result.steps == result.epochs_run * steps_per_epoch and not result.skipped_batches  # (as resume will say)
     epoch = f"the end of epoch {result.epochs_run}" if at_end else f"within epoch {result.epochs_run + 1}"
     where = f"interrupted by {name} after step {result.steps} ({epoch})"
     if not loop.save_last:
         return f"{where}; train.checkpoint.save_last is off, so there is nothing to resume from"
-    return f"{where}; saved {run_path / 'checkpoints' / 'last.pt'}; resume with: mlptrain resume {run_path}"
+    return f"{where}; saved {run_path / 'checkpoints' / 'last.pt'}; resume with: {command} resume {run_path}"
 
 
 def _check_same_data(state: dict[str, Any], prepared: datamod.Prepared, run_path: Path) -> None:
@@ -441,24 +443,24 @@ def _warn_if_edited(path: Path, stored: dict[str, Any]) -> None:
         ), stacklevel=2)
 
 
-def _no_last_pt(run_dir: Path) -> str:
+def _no_last_pt(run_dir: Path, command: str) -> str:
     """Why a directory without checkpoints/last.pt cannot be resumed: a run that kept none, or no run at all
     (then the newest run below it, if any, is the likely meant one)."""
     if (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir():
         return (
             f"{run_dir}: no checkpoints/last.pt to resume from (train.checkpoint.save_last was off, or the run "
-            "stopped before its first epoch ended); start it again with mlptrain fit (a new --run-dir, or none)"
+            f"stopped before its first epoch ended); start it again with {command} fit (a new --run-dir, or none)"
         )
     below = [p for pattern in ("*/checkpoints/last.pt", "*/*/checkpoints/last.pt") for p in run_dir.glob(pattern)]
     newest = max(below, key=lambda p: p.stat().st_mtime, default=None)
-    example = f", e.g. mlptrain resume {newest.parent.parent}" if newest else " (runs/<name>/<time>)"
+    example = f", e.g. {command} resume {newest.parent.parent}" if newest else " (runs/<name>/<time>)"
     return (
         f"{run_dir}: not an mlptrain run directory (it has no config.yaml or checkpoints/last.pt); "
-        f"give the run directory `mlptrain fit` printed{example}"
+        f"give the run directory `{command} fit` printed{example}"
     )
 
 
-def _without_resume_state(last: Path, state: dict[str, Any]) -> str:
+def _without_resume_state(last: Path, state: dict[str, Any], command: str) -> str:
     """Why a last.pt without resume state cannot be resumed: best.pt's kind of file (weights only) put in
     its place, or a last.pt of a format before resume existed."""
     if state.get("format_version", 1) >= 2 and "optimizer" not in state:
@@ -466,27 +468,30 @@ def _without_resume_state(last: Path, state: dict[str, Any]) -> str:
         return (
             f"{last}: a best-weights checkpoint (like best.pt: the weights of epoch {state.get('epoch')}) without the "
             f"state resume needs (optimizer, counters, random streams); resume needs the last.pt its run wrote. "
-            f"Score these weights with: mlptrain eval {last}; or train a new run: "
-            f"mlptrain fit {config if config.is_file() else 'CONFIG'} --set KEY=VALUE"
+            f"Score these weights with: {command} eval {last}; or train a new run: "
+            f"{command} fit {config if config.is_file() else 'CONFIG'} --set KEY=VALUE"
         )
-    return f"{last}: written by an older mlptrain, without the state resume needs; start the run again with mlptrain fit"
+    return f"{last}: written by an older mlptrain, without the state resume needs; start the run again with {command} fit"
 
 
-def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = None) -> tuple[Spec, dict[str, Any]]:
-    """The spec and last.pt of a stopped run, after checking that there is something left to train."""
+def load_resume(
+    run_dir: Path, overrides: list[str], config: Optional[Path] = None, command: str = "mlptrain",
+) -> tuple[Spec, dict[str, Any]]:
+    """The spec and last.pt of a stopped run, after checking that there is something left to train
+    (``command``: how the user runs mlptrain, for the commands the messages suggest)."""
     from mlptrain.config import apply_overrides, load_spec
 
     run_dir = Path(run_dir)
     if run_dir.is_file() and run_dir.parent.name == "checkpoints":
-        raise RunDirError(f"{run_dir}: a checkpoint, not a run directory; give its run's directory: mlptrain resume {run_dir.parent.parent}")
+        raise RunDirError(f"{run_dir}: a checkpoint, not a run directory; give its run's directory: {command} resume {run_dir.parent.parent}")
     if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir}: no such run directory; give the directory `mlptrain fit` printed")
+        raise RunDirError(f"{run_dir}: no such run directory; give the directory `{command} fit` printed")
     last = run_dir / "checkpoints" / "last.pt"
     if not last.is_file():
-        raise RunDirError(_no_last_pt(run_dir))
-    state = checkpoint.load(last, damaged_hint="this run cannot go on from it: start it again with mlptrain fit (best.pt, if whole, still serves eval and predict)")
+        raise RunDirError(_no_last_pt(run_dir, command))
+    state = checkpoint.load(last, damaged_hint=f"this run cannot go on from it: start it again with {command} fit (best.pt, if whole, still serves eval and predict)")
     if "resume" not in state:
-        raise CheckpointError(_without_resume_state(last, state))
+        raise CheckpointError(_without_resume_state(last, state, command))
     stored = state["spec"]
     _warn_if_edited(run_dir / "config.yaml", stored)
     if config is not None:
@@ -514,25 +519,27 @@ def load_resume(run_dir: Path, overrides: list[str], config: Optional[Path] = No
     if at_end and run_over(done, bad, spec.train.epochs, es.enabled, es.patience):
         if done >= spec.train.epochs:
             raise RunDirError(
-                f"{run_dir}: complete, {'its 1 epoch' if done == 1 else f'all {done} epochs'} ran; to train longer: mlptrain resume {run_dir} --set train.epochs={done * 2}"
+                f"{run_dir}: complete, {'its 1 epoch' if done == 1 else f'all {done} epochs'} ran; to train longer: "
+                f"{command} resume {run_dir} --set train.epochs={done * 2}"
             )
         raise RunDirError(
             f"{run_dir}: stopped early at epoch {done} ({plural(bad, 'epoch')} without improvement); to go on: "
-            f"mlptrain resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"
+            f"{command} resume {run_dir} --set train.early_stopping.patience={bad + es.patience}"
         )
     return spec, state
 
 
 def resume(
     run_dir: Path, spec: Spec, state: dict[str, Any], device_name: Optional[str] = None,
-    progress: Optional[Progress] = None, notify: Callable[[str], None] = lambda message: None,
+    progress: Optional[Progress] = None, notify: Callable[[str], None] = lambda message: None, command: str = "mlptrain",
 ) -> FitOutcome:
-    """Go on training a stopped run in its own directory, from the very next step of its last.pt."""
+    """Go on training a stopped run in its own directory, from the very next step of its last.pt
+    (``command``: how the user runs mlptrain, as ``train`` takes it)."""
     run_dir = Path(run_dir)
     probe_writable(run_dir, f"make it writable (or free space), or copy the run directory elsewhere and resume the copy: "
-                            f"cp -r {run_dir} NEW_DIR && mlptrain resume NEW_DIR")
+                            f"cp -r {run_dir} NEW_DIR && {command} resume NEW_DIR")
     remove_partial_files(run_dir)  # temporary files of writes a kill cut short (whole files are untouched)
-    return train(spec, run_dir, device_name or spec.train.device, progress, notify, resume=state)
+    return train(spec, run_dir, device_name or spec.train.device, progress, notify, resume=state, command=command)
 
 
 # ---------------------------------------------------------------------------------------------

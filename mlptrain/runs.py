@@ -82,13 +82,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, text.encode("utf-8"))
 
 
-def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None) -> Path:
-    """A fresh, writable run directory; an existing non-empty one is refused, never reused."""
+def create_run_dir(runs_root: Path, name: str, run_dir: Optional[Path] = None, command: str = "mlptrain") -> Path:
+    """A fresh, writable run directory; an existing non-empty one is refused, never reused (``command``:
+    how the user runs mlptrain, for the resume command the refusal suggests)."""
     if run_dir is not None:
         path = Path(run_dir)
         fresh = path.is_dir() and (not any(path.iterdir()) or unused(path))
         if path.exists() and not fresh:
-            hint = f" (to go on with that run: mlptrain resume {path})" if (path / "checkpoints" / "last.pt").is_file() else ""
+            hint = f" (to go on with that run: {command} resume {path})" if (path / "checkpoints" / "last.pt").is_file() else ""
             raise RunDirError(f"--run-dir {path}: already exists and is not empty; pick a new directory{hint}")
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -350,8 +351,10 @@ class Run:
     def __init__(
         self, path: Path, tensorboard: bool, write_checkpoint: Callable[[BinaryIO, dict[str, Any]], None],
         rows: Iterable[dict[str, Any]] = (), logged: Optional[dict[str, int]] = None, serialize_inline: bool = False,
+        command: str = "mlptrain",
     ):
         self.path = Path(path)
+        self.command = command  # how the user runs mlptrain (python -m mlptrain), for the commands next_step suggests
         # Where a checkpoint is serialized. Training on the CPU: here, at once. A writer thread then
         # competes with training's own threads for the cores, and an OpenMP team waits for its
         # slowest member: serializing last.pt on the writer slowed a 12 ms digits epoch by 3.5 ms,
@@ -383,8 +386,8 @@ class Run:
     def next_step(self) -> str:
         """How to go on after a failed write, as things stand: resume from last.pt once there is one."""
         if self.checkpoint_path("last").is_file():
-            return f", then go on with: mlptrain resume {self.path}"
-        return ", then start the run again with mlptrain fit (nothing resumable was saved yet)"
+            return f", then go on with: {self.command} resume {self.path}"
+        return f", then start the run again with {self.command} fit (nothing resumable was saved yet)"
 
     def _open_writer(self, log_dir: Path) -> Any:
         """A TensorBoard writer for ``log_dir`` (the run, or its final/ run), failing in the writer's words."""

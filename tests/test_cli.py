@@ -820,6 +820,37 @@ def test_the_bar_ends_full_when_early_stopping_ends_the_run(write_config, tmp_pa
     assert "val/accuracy" in metrics and "val/loss" in metrics
 
 
+def _script(tmp_path: Path) -> Path:
+    """An `mlptrain` console script in a venv-like bin/ folder, as pip writes one."""
+    script = tmp_path / "venv" / "bin" / "mlptrain"
+    script.parent.mkdir(parents=True)
+    script.write_text(f"#!{sys.executable}\nimport sys\nfrom mlptrain.cli import run\nsys.exit(run())\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_printed_commands_are_the_command_as_it_was_invoked(write_config, tmp_path):
+    """`mlptrain` is on PATH only with the venv active: a command printed must run as the user ran this one."""
+    import shlex
+
+    cfg = write_config(TINY.replace("epochs: 6", "epochs: 1"))
+    bare = {**os.environ, "PATH": os.defpath}  # no venv on PATH
+    proc = subprocess.run([*MLPTRAIN, "fit", str(cfg), "--run-dir", str(tmp_path / "r")], capture_output=True,
+                          text=True, cwd=tmp_path, env=bare, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    python = shlex.quote(sys.executable)
+    evaluate = next(line for line in proc.stdout.splitlines() if line.startswith("evaluate:"))
+    assert evaluate == f"evaluate:   {python} -m mlptrain eval {tmp_path / 'r' / 'checkpoints' / 'best.pt'}"
+    assert f"TensorBoard: {python} -m mlptrain tensorboard {tmp_path / 'r'}" in proc.stdout
+    assert subprocess.run(shlex.split(evaluate.split(":", 1)[1]), capture_output=True, cwd=tmp_path, env=bare, timeout=300).returncode == 0
+    script = _script(tmp_path)
+    proc = subprocess.run(["venv/bin/mlptrain", "init", "a.yaml"], capture_output=True, text=True, cwd=tmp_path, env=bare, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "wrote a.yaml; train it with: venv/bin/mlptrain fit a.yaml", proc.stderr
+    active = {**bare, "PATH": f"{script.parent}{os.pathsep}{os.defpath}"}  # the venv activated: the bare name runs it
+    proc = subprocess.run(["mlptrain", "init", "b.yaml"], capture_output=True, text=True, cwd=tmp_path, env=active, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "wrote b.yaml; train it with: mlptrain fit b.yaml", proc.stderr
+
+
 def test_a_fit_that_fails_on_its_data_leaves_no_runs_name_folder(write_config, tmp_path, capsys):
     """Only what this call made goes: runs/<name>/ made for the run, never a folder that was there before."""
     (tmp_path / "d.csv").write_text("a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
