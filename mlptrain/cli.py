@@ -653,9 +653,32 @@ def exit_at_once(signum: int, frame: Any) -> None:
 
 
 def run() -> None:
-    """The process's entry point (the console script, python -m mlptrain)."""
+    """The process's entry point (the console script, python -m mlptrain): main's exit code, and
+    after a command that succeeded, without Python's teardown."""
     import signal
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # main's signals_unwind overrides them while the command runs
         signal.signal(signum, exit_at_once)
-    sys.exit(main())
+    code = main()
+    if code == 0:
+        exit_without_teardown()
+    sys.exit(code)
+
+
+def exit_without_teardown() -> None:
+    """End a finished command now: its files are closed and its atexit handlers run, but Python's own
+    teardown, which frees every object of every module torch loaded one at a time, only keeps the
+    user waiting after the last line. Returns, for an ordinary exit, while a non-daemon thread still
+    runs (Python would wait for it) or when the output cannot be flushed."""
+    import atexit
+    import threading
+
+    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: let Python's exit report it as it always has
+        return
+    os._exit(0)
