@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,20 @@ def test_startup_targets_are_each_command_under_half_a_second(capsys):
     assert t["mlptrain validate (digits)"]["pass"] is None  # a failed command is no pass
     out = capsys.readouterr().out
     assert "12.0x" in out and "MISS  mlptrain validate (CSV" in out
+
+
+def test_a_one_epoch_fit_is_set_beside_import_torch_and_has_no_half_second_goal(capsys):
+    seconds = {"python -c pass": 0.02, "mlptrain --help": 0.3, bench.IMPORT_TORCH: 1.5, bench.FIT_XOR: 2.25}
+    t = {x["target"]: x for x in bench.startup_targets(seconds)}
+    assert set(t) == {"mlptrain --help"}
+    assert "mlptrain fit (XOR, 1 epoch): 2.250 s from start to exit, 0.750 s more than `import torch` alone (1.500 s)" in capsys.readouterr().out
+
+
+def test_a_command_that_makes_its_run_directory_gets_a_fresh_one_each_run(tmp_path):
+    run_dir = tmp_path / "run"
+    make = [sys.executable, "-c", "import os, sys; os.mkdir(sys.argv[1])", str(run_dir)]
+    assert bench.best_seconds(make, 3, fresh=run_dir)[0] is not None
+    assert bench.best_seconds(make, 1)[0] is None  # the check itself: the directory exists now
 
 
 def test_startup_files_cover_text_bool_and_empty_cells(tmp_path):
