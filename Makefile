@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(MAKE) --no-print-directory bytecode
 	touch $(STAMP)
 
-# An editable install leaves the package uncompiled, and where PYTHONDONTWRITEBYTECODE is set (as on
-# this project's VMs) every command then compiles mlptrain from source: 40-60 ms of a 0.5 s budget
+# An editable install leaves the package uncompiled, and where PYTHONDONTWRITEBYTECODE is set (as in
+# many containers) every command then compiles mlptrain from source: 40-60 ms of a 0.5 s budget
 # for `mlptrain validate`. Python reads these .pyc files only while they match their sources.
 bytecode:
 	$(BIN)/python -m compileall -q mlptrain

@@ -44,8 +44,8 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results.jsonl"
-# Fashion-MNIST where Debian's dataset-fashion-mnist puts it, or (a lent GPU machine, where the files
-# travel with the working tree) the directory named by MLPTRAIN_FASHION_ROOT: see README "On a lent GPU".
+# Fashion-MNIST where Debian's dataset-fashion-mnist puts it, or the directory named by
+# MLPTRAIN_FASHION_ROOT (a machine without the package: see bench/README "On a GPU machine").
 FASHION_ROOT = os.environ.get("MLPTRAIN_FASHION_ROOT")
 FASHION_FILE = Path(FASHION_ROOT or "/usr/share/datasets/fashion-mnist") / "train-images-idx3-ubyte.gz"
 BATCH = 128
@@ -57,7 +57,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "fashion_mnist": {"data": "fashion_mnist", "hidden": [1024, 1024], "epochs": 3, "repeat": 2},
 }
 
-# Measured by the project to aim by (2 CPU cores, torch 2.14.1 CPU), ms per epoch.
+# Reference figures to aim by (2 CPU cores, torch 2.14.1 CPU), ms per epoch.
 REFERENCE_MS = {"digits": {"a": 18.0, "d": 5.0, "c": 19.0}}
 
 NAMES = {

@@ -11,7 +11,7 @@
    bf16-mixed, graph on and off: seconds per epoch, warm-up, test accuracy.
 
 Exit 0 when 1 and 2 hold, 1 when not, 2 without CUDA. Tests never run this (they have no GPU);
-bench/README "On a lent GPU" says how to run it on a borrowed machine.
+bench/README "On a GPU machine" says how to run it.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here; run it on a GPU machine (bench/README.md, 'On a lent GPU')", file=sys.stderr)
+        print("gpu_check: no CUDA device here; run it on a GPU machine (bench/README.md, 'On a GPU machine')", file=sys.stderr)
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="mlptrain-gpu-check-"))
     print(f"gpu_check: torch {torch.__version__} on {torch.cuda.get_device_name(0)}; runs in {out}", flush=True)
