@@ -168,7 +168,7 @@ def test_warm_up_leaves_the_model_its_optimizer_and_the_random_stream_as_they_we
 
 
 def test_the_gpu_check_script_runs_its_checks(tmp_path, monkeypatch, capsys):
-    """bench/gpu_check.py runs only on a lent GPU, where device time is short: a bug in the script
+    """bench/gpu_check.py runs only on a GPU machine, where time is scarce: a bug in the script
     itself must show here first. On the CPU with faked graphs, for the optimizers that keep their
     counters on the CPU (RMSprop and NAdam refuse capturable there)."""
     import importlib.util
