@@ -669,11 +669,16 @@ def exit_without_teardown() -> None:
     """End a finished command now: its files are closed and its atexit handlers run, but Python's own
     teardown, which frees every object of every module torch loaded one at a time, only keeps the
     user waiting after the last line. Returns, for an ordinary exit, while a non-daemon thread still
-    runs (Python would wait for it) or when the output cannot be flushed."""
+    runs (Python would wait for it), under a profiler, tracer or debugger (cProfile and trace write
+    their results after the command returns), or when the output cannot be flushed."""
     import atexit
     import threading
 
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
+        return
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+: cProfile and coverage register there
+    watched = monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))
+    if watched or sys.getprofile() is not None or sys.gettrace() is not None:
         return
     atexit._run_exitfuncs()
     try:
