@@ -55,13 +55,13 @@ def test_a_failed_command_and_a_running_thread_exit_the_ordinary_way(tmp_path):
 
 
 def test_a_profiler_or_tracer_still_gets_to_write_its_results(tmp_path):
-    """cProfile writes its file, and trace its counts, after the command returns: no early exit under them."""
+    """cProfile writes its file, and trace its list, after the command returns: no early exit under them."""
     profile = tmp_path / "p.out"
     done = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "mlptrain", "init", "my.yaml"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert profile.stat().st_size > 0
-    trace = [sys.executable, "-m", "trace", "--count", "--summary", "--module", "mlptrain", "init", "my2.yaml"]
+    trace = [sys.executable, "-m", "trace", "--listfuncs", "--module", "mlptrain", "init", "my2.yaml"]
     traced = subprocess.run(trace, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert traced.returncode == 0, traced.stderr
-    assert "lines   cov%   module" in traced.stdout
+    assert "functions called:" in traced.stdout and "funcname: exit_without_teardown" in traced.stdout
