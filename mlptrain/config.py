@@ -272,6 +272,51 @@ class AugmentSpec(Section):
                 )
 
 
+class AdversarialSpec(Section):
+    """Adversarial training (Goodfellow et al. 2015): each step also trains on its batch perturbed against the model.
+
+    The objective is J̃ = (1 − weight)·J(x) + weight·J(x + δ); ε is in the data's units, as `eval --attack` reads it."""
+
+    method: Optional[Literal["fgsm", "pgd"]] = Field(
+        None,
+        description="null: off. fgsm: δ = ε·sign(∇ₓJ), one gradient. pgd: `steps` sign-gradient steps of `step_size`, "
+        "each projected back into the L∞ ball of radius ε (Madry et al. 2018).",
+    )
+    epsilon: Optional[float] = Field(
+        None, gt=0.0,
+        description="Size ε of the perturbation, in the data's units: image pixels in [0, 1] (perturbed images are "
+        "clipped to [0, 1]); other data, standard deviations of each feature in the training rows (one-hot and bool "
+        "columns of a CSV are not perturbed). Required with a method.",
+    )
+    weight: float = Field(0.5, gt=0.0, le=1.0, description="Share of the adversarial loss in the objective (Goodfellow et al.: 0.5; 1: adversarial examples only).")
+    steps: int = Field(10, ge=1, description="pgd: projected gradient steps per batch.")
+    step_size: Optional[float] = Field(None, gt=0.0, description="pgd: size of each step, in ε's units; default 2.5·ε/steps.")
+    random_start: bool = Field(True, description="pgd: start from a uniform random point of the ε ball (drawn from a seeded stream of its own).")
+
+    USED_BY = {
+        **{k: ("method", ("fgsm", "pgd")) for k in ("epsilon", "weight")},
+        **{k: ("method", ("pgd",)) for k in ("steps", "step_size", "random_start")},
+    }
+
+    @model_validator(mode="after")
+    def _epsilon(self) -> "AdversarialSpec":
+        if self.method is not None and self.epsilon is None:
+            raise ValueError(
+                f"adversarial.method {self.method} needs adversarial.epsilon, the size of the perturbation "
+                "(image pixels in [0, 1], other data in standard deviations), e.g. epsilon: 0.1"
+            )
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.method is not None
+
+    def pgd_step_size(self) -> float:
+        """step_size, or its default 2.5·ε/steps (Madry et al.'s rule: the steps can cross the ball and back)."""
+        assert self.epsilon is not None
+        return self.step_size if self.step_size is not None else 2.5 * self.epsilon / self.steps
+
+
 class ActivationSpec(NamedSection):
     """A hidden-layer nonlinearity; the parameters apply to the activation that names them."""
 
@@ -605,6 +650,9 @@ class Spec(Section):
     name: Optional[str] = Field(None, description="Run name (runs/<name>/...); default the config file's stem.")
     data: DataSpec = Field(..., description="Data source, split and scaling.")
     augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Random changes to training batches.")
+    adversarial: AdversarialSpec = Field(
+        default_factory=AdversarialSpec, description="Adversarial training: also train on inputs perturbed against the model."
+    )
     model: ModelSpec = Field(default_factory=ModelSpec, description="Network architecture.")
     task: TaskName = Field(
         "auto",
@@ -995,6 +1043,9 @@ class InertKey:
             return f"{dotted(self.by)} = {_shown(self.chosen)}", self.reads
         if isinstance(self.chosen, bool):
             return f"{dotted(self.by)}: {_yaml_value(self.chosen)}", f"only {self.by[-1]}: {_yaml_value(not self.chosen)} reads it"
+        if self.chosen is None:  # an optional choice left unset (adversarial.method: off)
+            verb = "reads" if len(self.readers) == 1 else "read"
+            return f"no {dotted(self.by)}", f"only {', '.join(map(_yaml_value, self.readers))} {verb} it"
         verb = "reads" if len(self.readers) == 1 else "read"
         return f"{dotted(self.by)} '{self.chosen}'", f"only {', '.join(map(_yaml_value, self.readers))} {verb} it"
 
@@ -1047,6 +1098,7 @@ def _sections(spec: Spec) -> list[tuple[Section, Loc]]:
     found += [(spec.data, ("data",)), (spec.model.init, ("model", "init")), (spec.optimizer, ("optimizer",)),
               (spec.scheduler, ("scheduler",)), (spec.train.early_stopping, ("train", "early_stopping")),
               (spec.logging, ("logging",)), (spec.loss, ("loss",))]
+    found.append((spec.adversarial, ("adversarial",)))
     return found
 
 

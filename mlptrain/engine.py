@@ -23,7 +23,7 @@ from torch import nn
 from mlptrain import plan
 from mlptrain.backprop import Backprop
 from mlptrain.metrics import compute_metrics, predict_classes
-from mlptrain.regularizers import Part
+from mlptrain.regularizers import Net, Part
 from mlptrain.state import Clock, EarlyStopping, HistoryTable, Stop, Streams, Sums
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -406,6 +406,7 @@ class Step:
         self.model, self.forward, self.loss_fn, self.optimizer, self.loop = model, forward, loss_fn, optimizer, loop
         self.device, self.scaler, self.manual, self.sums = device, scaler, manual, sums
         self.parts = loop.parts
+        self.net = Net(model, forward, loss_fn)
         self.classify = task.name in ("binary", "multiclass")
         self.task = task.name
 
@@ -422,6 +423,8 @@ class Step:
             with autocast(self.device, loop.precision):
                 logits = self.forward(xb)
                 loss = self.loss_fn(logits.float(), yb)
+                for part in self.parts:
+                    loss = part.objective(loss, xb, yb, self.net)
             for term in (part.penalty(model) for part in self.parts):
                 if term is not None:
                     loss = loss + term

@@ -41,6 +41,8 @@ class PartInfo:
 # regularizers.BUILDERS builds each from the spec.
 PARTS: dict[str, PartInfo] = {
     "augment": PartInfo(Needs(stream=True, seed_offset=7919, graph=False), lambda spec: spec.augment.active),
+    # FGSM never draws from its stream; PGD's random start does
+    "adversarial": PartInfo(Needs(autograd=True, stream=True, seed_offset=104729, graph=False), lambda spec: spec.adversarial.active),
 }
 
 # What backprop.Backprop differentiates by hand, by name (backprop.LOSS_GRADIENTS and

@@ -200,6 +200,9 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
     ckpt = d.get("train", {}).get("checkpoint")
     if isinstance(ckpt, dict) and ckpt.get("save_last", True):
         ckpt["every_steps"] = draw(st.none() | st.integers(1, 10**6))
+    adversarial = d.get("adversarial")
+    if isinstance(adversarial, dict) and adversarial.get("method") is not None and adversarial.get("epsilon") is None:
+        adversarial["epsilon"] = draw(st.floats(1e-3, 1.0))  # a method needs its ε
     return d
 
 

@@ -529,6 +529,14 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "augment.hflip": C(False, True, F, "metrics", data__name="mnist", data__root="@img_a"),
     "augment.shift": C(0, 2, F, "metrics", data__name="mnist", data__root="@img_a"),
     "augment.noise": C(0.0, 0.5, F, "metrics"),
+    # adversarial --------------------------------------------------------------------------------
+    "adversarial.method": [C(None, "fgsm", F, "metrics", label="on", adversarial__epsilon=0.3),
+                           C("fgsm", "pgd", F, "metrics", label="pgd", adversarial__epsilon=0.3)],
+    "adversarial.epsilon": C(0.1, 0.5, F, "metrics", adversarial__method="fgsm"),
+    "adversarial.weight": C(0.5, 1.0, F, "metrics", adversarial__method="fgsm", adversarial__epsilon=0.3),
+    "adversarial.steps": C(10, 2, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3, adversarial__step_size=0.01),
+    "adversarial.step_size": C(None, 0.01, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3),
+    "adversarial.random_start": C(True, False, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3),
     # model --------------------------------------------------------------------------------------
     "model.hidden": C([4], [4, 3], M, ("structure", "parameters")),
     "model.activation.name": C("relu", "tanh", M, "eval_output"),

@@ -228,6 +228,14 @@ def _fit_scaler(x: np.ndarray, kind: str) -> dict[str, Any]:
     return {"kind": kind, "shift": shift.astype(np.float64).tolist(), "scale": scale.astype(np.float64).tolist()}
 
 
+def feature_std(x: np.ndarray, numeric: Optional[np.ndarray] = None) -> list[float]:
+    """Each input column's standard deviation over the training rows, as read: the unit of an adversarial ε
+    on data that is not images (mlptrain.attacks). Columns outside ``numeric`` (one-hot, bool) get 0: a
+    perturbation of a fraction of a category means nothing, so they are left alone."""
+    std = _moments(x)[1] if len(x) else np.zeros(x.shape[1])
+    return (std if numeric is None else np.where(numeric, std, 0.0)).astype(np.float64).tolist()
+
+
 def apply_scaler(x: np.ndarray, scaler: dict[str, Any]) -> np.ndarray:
     """Scaled float32 rows. Works in place on a float32 array it may own (prepare's split copies),
     so scaling needs no second copy of the data; pass ``x.copy()`` to keep the input."""
@@ -364,9 +372,12 @@ def prepare(
             encoded["train"] = _tab.encode(train.frame, encoder, f"{source} (train)", "train")
             scaler = _fit_scaler(encoded["train"], spec.scale)
             state["scaler"] = _tab.keep_unscaled(scaler, _tab.scaled_columns(encoder))
+            state["feature_std"] = feature_std(encoded["train"], _tab.scaled_columns(encoder))
             _tab.warn_wide_categories(encoder, len(train.x), source)
         else:
             state["scaler"] = _fit_scaler(train.x, spec.scale)
+            if "image_shape" not in state:
+                state["feature_std"] = feature_std(train.x)
         if task == "regression" and spec.scale_target:
             y = np.asarray(train.y, np.float64).reshape(len(train.y), -1)
             std = y.std(axis=0)
