@@ -367,15 +367,21 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Also write the metrics as JSON to this file."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+    attack: Optional[str] = typer.Option(None, "--attack", metavar="fgsm|pgd", help="Also score adversarial examples of the rows (classification)."),
+    epsilon: Optional[str] = typer.Option(None, "--epsilon", metavar="E1,E2,...", help="--attack: perturbation sizes, in pixels in [0, 1] or feature standard deviations."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="--attack pgd: projected gradient steps (default 10)."),
+    mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=2, metavar="N", help="Also score the mean of N passes with dropout on."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of --mc-dropout's masks and PGD's random start."),
 ) -> None:
     """Score a checkpoint on a split of its data (or a new file): the same metrics `fit` printed."""
     if split not in ("train", "val", "test"):
         raise typer.BadParameter(f"'{split}' is not one of train, val, test", param_hint="--split")
     from mlptrain import pipeline
 
+    asked = attack_asked(attack, epsilon, steps)
     if output is not None:
         new_file(output, "--output")
-    result = pipeline.evaluate_checkpoint(checkpoint, split, data, device)
+    result = pipeline.evaluate_checkpoint(checkpoint, split, data, device, asked, mc_dropout, seed)
     if output is not None:
         from mlptrain.runs import write_output
 
@@ -387,7 +393,12 @@ def eval_(
     if result.get("positive_class") is not None:
         out.print(positive_class(result["positive_class"]), markup=False)
     label = "data" if data is not None else split
-    out.print(metrics_table({label: result["metrics"]}, "metrics"))
+    columns = {label: result["metrics"]}
+    if "mc_dropout" in result:
+        columns[f"MC dropout ×{result['mc_dropout']['passes']}"] = result["mc_dropout"]["metrics"]
+    out.print(metrics_table(columns, "metrics" + (" (weight scaling, beside the mean of dropout passes)" if len(columns) > 1 else "")))
+    if "robustness" in result:
+        out.print(robustness_table(result["attack"], result["robustness"]))
     cm = result.get("confusion_matrix")
     if cm is not None and len(cm) <= 20:
         table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
@@ -397,6 +408,43 @@ def eval_(
         for name, row in zip(result["class_names"], cm):
             table.add_row(str(name), *(str(v) for v in row))
         out.print(table)
+
+
+def attack_asked(method: Optional[str], epsilon: Optional[str], steps: Optional[int]) -> Any:
+    """eval's --attack, --epsilon and --steps as a pipeline.Attack (None: no attack), refusing what does not fit."""
+    from mlptrain.pipeline import Attack
+
+    if method is None:
+        for flag, given in (("--epsilon", epsilon), ("--steps", steps)):
+            if given is not None:
+                raise typer.BadParameter(f"{flag} needs --attack fgsm or --attack pgd", param_hint=flag)
+        return None
+    if method not in ("fgsm", "pgd"):
+        raise typer.BadParameter(f"'{method}' is not one of fgsm, pgd", param_hint="--attack")
+    if steps is not None and method == "fgsm":
+        raise typer.BadParameter("fgsm takes one step; --steps is for --attack pgd", param_hint="--steps")
+    if not epsilon:
+        raise typer.BadParameter("--attack needs --epsilon, e.g. --epsilon 0.05,0.1,0.2", param_hint="--epsilon")
+    values = []
+    for text in epsilon.split(","):
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise typer.BadParameter(f"'{text.strip()}' is not a positive number; give sizes like 0.05,0.1,0.2", param_hint="--epsilon")
+        values.append(value)
+    return Attack(method, values, 10 if steps is None else steps)
+
+
+def robustness_table(attack: dict[str, Any], rows: list[dict[str, float]]) -> Table:
+    steps = f", {attack['steps']} steps of {attack['step_size']}" if attack["method"] == "pgd" else ""
+    table = Table(title=f"robustness: {attack['method']}{steps} (ε in {attack['units']})", title_justify="left")
+    for col in ("ε", "accuracy", "loss"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row("clean" if row["epsilon"] == 0 else f"{row['epsilon']:g}", fmt(row["accuracy"]), fmt(row["loss"]))
+    return table
 
 
 def positive_class(name: str) -> str:
@@ -426,12 +474,14 @@ def predict(
     input: Path = typer.Argument(..., metavar="INPUT", help="CSV or Parquet (the training feature columns), or NPZ/NPY (array x), to predict."),
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE", help="Where to write predictions (.csv, .parquet or .npz)."),
     device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+    mc_dropout: Optional[int] = typer.Option(None, "--mc-dropout", min=2, metavar="N", help="Predict the mean of N passes with dropout on."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of --mc-dropout's masks."),
 ) -> None:
     """Write predictions: the class and per-class probabilities, or regression values."""
     from mlptrain import pipeline
 
     new_file(output, "--output", (".csv", ".parquet", ".npz"))
-    rows = pipeline.predict_file(checkpoint, input, output, device)
+    rows = pipeline.predict_file(checkpoint, input, output, device, mc_dropout, seed)
     out.print(f"wrote {rows} prediction{'' if rows == 1 else 's'} to {output}")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mlptrain import plan
@@ -164,6 +165,37 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int, precision
             out[i : i + len(logits)] = logits
     model.train(was_training)
     return out if out is not None else torch.zeros(0, device=device)
+
+
+@torch.inference_mode()
+def mc_dropout_logits(model: nn.Module, x: torch.Tensor, task: str, passes: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Monte Carlo dropout: the mean over ``passes`` forward passes with dropout on (every other layer in
+    eval mode: batch norm on its running statistics), as logits that ``score`` and predict read like a
+    single pass's: the log of the mean class probabilities (binary, multilabel: the logit of the mean
+    probability; regression: the mean output). Seeded apart from the process's own random stream."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.train()
+    out = []
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for i in range(0, len(x), batch_size):
+                xb = x[i : i + batch_size].to(device, non_blocking=True)
+                runs = torch.stack([model(xb).float() for _ in range(passes)])
+                if task == "multiclass":
+                    mean = torch.logsumexp(torch.log_softmax(runs, dim=-1), dim=0) - math.log(passes)
+                elif task == "regression":
+                    mean = runs.mean(dim=0)
+                else:  # log p̄ − log(1 − p̄), each a log-mean-exp: exact where p̄ rounds to 1
+                    mean = torch.logsumexp(F.logsigmoid(runs), dim=0) - torch.logsumexp(F.logsigmoid(-runs), dim=0)
+                out.append(mean)
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, device=device)
 
 
 def unscale(task: Task, values: torch.Tensor) -> torch.Tensor:

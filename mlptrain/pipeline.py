@@ -23,12 +23,12 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from mlptrain import checkpoint, data as datamod, plan as plan_mod, regularizers
+from mlptrain import attacks, checkpoint, data as datamod, plan as plan_mod, regularizers
 from mlptrain.backprop import Backprop
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
-    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, fit, model_device, predict_logits, resolve_precision,
-    score, unscale,
+    FitResult, Interrupt, Loop, NonFiniteLoss, Progress, Task, epoch_steps, fit, mc_dropout_logits, model_device, predict_logits,
+    resolve_precision, score, unscale,
 )
 from mlptrain.errors import (
     CheckpointError, CheckpointWarning, ConfigError, DataError, DataWarning, Interrupted, MlptrainError, RunDirError, TrainingError,
@@ -617,10 +617,51 @@ def _classified(task: Task, logits: torch.Tensor, y: torch.Tensor) -> Classified
     return Classified(task.name, _confusion(task, logits, y).cpu().numpy(), target, class_probabilities(task.name, logits))
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto") -> dict[str, Any]:
-    """Metrics of a checkpoint on one split of its own data, or on a new file with the same columns."""
+@dataclass(frozen=True)
+class Attack:
+    """What `eval --attack` asks: the method, the ε values (in the data's units, see mlptrain.attacks) and PGD's steps."""
+
+    method: str  # fgsm | pgd
+    epsilons: list[float]
+    steps: int = 10
+
+
+def _mc_passes(built: Built, path: Path, passes: Optional[int]) -> None:
+    """MC dropout needs dropout: without it every pass is the plain forward pass."""
+    if passes is not None and not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in built.model.modules()):
+        raise ConfigError(f"--mc-dropout: the model of {path} has no dropout (model.dropout and model.input_dropout are 0), "
+                          "so every pass would be the same; leave out --mc-dropout, or train with dropout")
+
+
+def robustness(built: Built, x: torch.Tensor, y: torch.Tensor, attack: Attack, clean: dict[str, float], batch_size: int,
+               seed: int, path: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Accuracy and loss on adversarial versions of the rows at each ε (the first row: ε = 0, the clean data)."""
+    where = attacks.space(built.prepared.state, x.device, str(path))
+    generator = torch.Generator(device=x.device).manual_seed(seed) if attack.method == "pgd" else None
+    rows = [{"epsilon": 0.0, "accuracy": clean["accuracy"], "loss": clean["loss"]}]
+    for eps in attack.epsilons:
+        logits = attacks.adversarial_logits(built.model, built.loss_fn, x, y, attack.method, eps, where, batch_size,
+                                            attack.steps, generator)
+        scores = score(logits, y, built.loss_fn, built.task)
+        rows.append({"epsilon": eps, "accuracy": scores["accuracy"], "loss": scores["loss"]})
+    info: dict[str, Any] = {"method": attack.method, "units": where.units}
+    if attack.method == "pgd":
+        info.update(steps=attack.steps, step_size="2.5·ε/steps", random_start=True, seed=seed)
+    return info, rows
+
+
+def evaluate_checkpoint(
+    path: Path, split: str = "test", data_path: Optional[Path] = None, device_name: str = "auto",
+    attack: Optional[Attack] = None, mc_dropout: Optional[int] = None, seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics of a checkpoint on one split of its own data, or on a new file with the same columns; with
+    ``attack`` also on adversarial examples of those rows, with ``mc_dropout`` also averaged over that
+    many dropout passes (beside the plain pass, the weight-scaling rule)."""
     restored, device = restore(path, device_name, with_data=data_path is None)
     built = restored.built
+    if attack is not None and built.task.name not in ("binary", "multiclass"):
+        raise ConfigError(f"--attack scores accuracy, so it needs a binary or multiclass model; {path} is {built.task.name}")
+    _mc_passes(built, path, mc_dropout)
     if data_path is not None:
         x, y, _ = datamod.read_inputs(Path(data_path), restored.spec.data, built.prepared.state, need_target=True)
         source = str(data_path)
@@ -644,17 +685,30 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_path: Optional[Pat
         if task.name == "binary":  # the class whose probability the model outputs (the second of the sorted names)
             out["positive_class"] = out["class_names"][1]
         out["confusion_matrix"] = cm.cpu().tolist()
+    batch_size = restored.spec.train.eval_batch_size
+    if mc_dropout is not None:
+        mc = mc_dropout_logits(built.model, xt, task.name, mc_dropout, batch_size, seed)
+        out["mc_dropout"] = {"passes": mc_dropout, "seed": seed, "metrics": score(mc, yt, built.loss_fn, task)}
+    if attack is not None:
+        out["attack"], out["robustness"] = robustness(built, xt, yt, attack, metrics, batch_size, seed, path)
     return out
 
 
-def predict_file(path: Path, input_path: Path, output: Path, device_name: str = "auto") -> int:
-    """Predictions for a CSV/NPZ input: class and per-class probabilities, or regression values."""
+def predict_file(path: Path, input_path: Path, output: Path, device_name: str = "auto", mc_dropout: Optional[int] = None,
+                 seed: int = 0) -> int:
+    """Predictions for a CSV/NPZ input: class and per-class probabilities, or regression values; with
+    ``mc_dropout`` those of the mean of that many dropout passes (seeded by ``seed``)."""
     restored, device = restore(path, device_name, with_data=False)
     built = restored.built
+    _mc_passes(built, path, mc_dropout)
     state = built.prepared.state
     x, _, table = datamod.read_inputs(Path(input_path), restored.spec.data, state, need_target=False)
-    logits = predict_logits(built.model, torch.from_numpy(x), restored.spec.train.eval_batch_size, restored.precision)
     task = built.task
+    batch_size = restored.spec.train.eval_batch_size
+    if mc_dropout is None:
+        logits = predict_logits(built.model, torch.from_numpy(x), batch_size, restored.precision)
+    else:
+        logits = mc_dropout_logits(built.model, torch.from_numpy(x), task.name, mc_dropout, batch_size, seed)
     columns: dict[str, Any] = {}
     if task.name == "regression":
         values = unscale(task, logits)

@@ -99,6 +99,16 @@ def test_fgsm_equals_the_hand_computation_on_logistic_regression(scale, tmp_path
         np.testing.assert_array_equal(tool, by_hand)  # exactly: δ = ε·sign(w·(σ(z) − y))
     else:
         np.testing.assert_allclose(tool, by_hand, rtol=0, atol=1e-6)
+    # and eval --attack scores those very rows
+    z_adv = by_hand.astype(np.float64) @ w + b
+    p = 1 / (1 + np.exp(-z_adv))
+    got = _eval_json([str(path), "--attack", "fgsm", "--epsilon", f"0.1,{eps}"], capsys)
+    row = got["robustness"][-1]
+    assert row["epsilon"] == eps
+    assert row["accuracy"] == pytest.approx(float(((z_adv > 0) == (y == 1)).mean()), abs=0)
+    assert row["loss"] == pytest.approx(float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean()), rel=1e-5)
+    assert got["robustness"][0] == {"epsilon": 0.0, "accuracy": got["metrics"]["accuracy"], "loss": got["metrics"]["loss"]}
+    assert got["attack"]["units"] == attacks.STDS
 
 
 def test_one_hot_columns_are_not_perturbed(tmp_path):
@@ -157,6 +167,14 @@ def test_pgd_stays_in_the_epsilon_ball_and_does_at_least_the_damage_of_fgsm(tmp_
     adv = attacks.pgd(built.model, built.loss_fn, x, y, eps, where, 10, 0.025, torch.Generator().manual_seed(0))
     assert ((adv - x).abs() <= eps * where.unit * (1 + 1e-6)).all()
     assert (adv >= where.low).all() and (adv <= where.high).all() and not torch.equal(adv, x)
+    # on a trained net, through eval: PGD hurts at least as much as FGSM at every ε
+    path = _checkpoint(DROPOUT_NET, tmp_path, "run")
+    eps_list = "0.05,0.1,0.3"
+    fgsm = _eval_json([str(path), "--attack", "fgsm", "--epsilon", eps_list], capsys)["robustness"]
+    pgd = _eval_json([str(path), "--attack", "pgd", "--epsilon", eps_list, "--steps", "10"], capsys)["robustness"]
+    for f, g in zip(fgsm[1:], pgd[1:]):
+        assert g["loss"] >= f["loss"] and g["accuracy"] <= f["accuracy"], (f, g)
+    assert pgd[-1]["accuracy"] < pgd[0]["accuracy"]
 
 
 def test_a_checkpoint_without_feature_std_is_refused_for_attacks(tmp_path):
@@ -232,3 +250,91 @@ def test_adversarial_training_resumes_bit_identically(method, tmp_path):
     whole = _run(raw, tmp_path, "whole")
     path = _interrupted(raw, tmp_path, "stopped", 13)
     assert_same_run(whole.run_dir, path, whole, _resume(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# eval --attack and --mc-dropout.
+
+
+def test_eval_attack_prints_one_table_of_clean_and_adversarial_rows(tmp_path, capsys):
+    path = _checkpoint(DROPOUT_NET, tmp_path, "run")
+    assert main(["eval", str(path), "--attack", "pgd", "--epsilon", "0.05,0.1", "--steps", "3", "--split", "val"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("robustness: pgd, 3 steps"):]
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows[:3]] == ["clean", "0.05", "0.1"]
+    got = _eval_json([str(path), "--attack", "pgd", "--epsilon", "0.05,0.1", "--steps", "3", "--split", "val"], capsys)
+    assert [r["epsilon"] for r in got["robustness"]] == [0.0, 0.05, 0.1]
+    assert got["attack"] == {"method": "pgd", "units": attacks.STDS, "steps": 3, "step_size": "2.5·ε/steps",
+                             "random_start": True, "seed": 0}
+    printed = [r.split("│")[2].strip() for r in rows[:3]]
+    assert printed == [f"{r['accuracy']:.4f}" for r in got["robustness"]]
+
+
+def _mc_by_hand(model: torch.nn.Module, x: torch.Tensor, passes: int, seed: int) -> np.ndarray:
+    """The mean of ``passes`` softmax outputs with dropout on, drawn from torch's generator seeded with ``seed``."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return torch.stack([torch.softmax(model(x), dim=1) for _ in range(passes)]).mean(0).double().numpy()
+
+
+def test_mc_dropout_averages_n_seeded_passes_beside_weight_scaling(tmp_path, capsys):
+    path = _checkpoint(DROPOUT_NET, tmp_path, "run")
+    restored, _ = pipeline.restore(path, "cpu")
+    test = restored.built.prepared.test
+    scaler = restored.built.prepared.state["scaler"]
+    np.savez(tmp_path / "in.npz", x=test.x * np.asarray(scaler["scale"]) + np.asarray(scaler["shift"]))  # as read: predict scales it
+
+    def predicted(name: str, *flags: str) -> np.ndarray:
+        assert main(["predict", str(path), str(tmp_path / "in.npz"), "-o", str(tmp_path / name), "--device", "cpu", *flags]) == 0
+        capsys.readouterr()
+        cols = np.load(tmp_path / name)
+        return np.stack([cols[f"prob_{c}"].astype(np.float64) for c in restored.built.prepared.state["class_names"]], axis=1)
+
+    plain = predicted("plain.npz")
+    mc = predicted("mc.npz", "--mc-dropout", "7", "--seed", "3")
+    np.testing.assert_allclose(mc, _mc_by_hand(restored.built.model, torch.from_numpy(test.x), 7, 3), rtol=0, atol=1e-6)
+    assert not np.allclose(mc, plain, atol=1e-4)
+    np.testing.assert_array_equal(predicted("again.npz", "--mc-dropout", "7", "--seed", "3"), mc)
+    assert not np.array_equal(predicted("other.npz", "--mc-dropout", "7", "--seed", "4"), mc)
+    # eval prints both sets of metrics; --json holds them
+    got = _eval_json([str(path), "--mc-dropout", "7", "--seed", "3"], capsys)
+    assert got["mc_dropout"]["passes"] == 7 and got["mc_dropout"]["metrics"]["loss"] != got["metrics"]["loss"]
+    y = test.y.reshape(-1)
+    assert got["mc_dropout"]["metrics"]["accuracy"] == pytest.approx(float((mc.argmax(1) == y).mean()), abs=0)
+    assert main(["eval", str(path), "--mc-dropout", "7", "--device", "cpu"]) == 0
+    assert "MC dropout ×7" in capsys.readouterr().out
+
+
+def test_refusals_are_one_line_with_the_cli_exit_code(tmp_path, write_config, capsys):
+    dropout = _checkpoint(DROPOUT_NET, tmp_path, "run")
+    plain = _checkpoint(_with(DROPOUT_NET, model={"dropout": 0.0}), tmp_path, "plain")
+    regression = _checkpoint({**DROPOUT_NET, "data": {"name": "sine", "n_samples": 100}}, tmp_path, "sine")
+    cases = [
+        (["eval", str(regression), "--attack", "fgsm", "--epsilon", "0.1"], "needs a binary or multiclass model"),
+        (["eval", str(dropout), "--attack", "fgsm", "--epsilon", "0.1", "--steps", "3"], "--steps is for --attack pgd"),
+        (["eval", str(dropout), "--epsilon", "0.1"], "--epsilon needs --attack"),
+        (["eval", str(dropout), "--attack", "fgsm"], "--attack needs --epsilon"),
+        (["eval", str(dropout), "--attack", "bim", "--epsilon", "0.1"], "not one of fgsm, pgd"),
+        (["eval", str(dropout), "--attack", "fgsm", "--epsilon", "0.1,-1"], "'-1' is not a positive number"),
+        (["eval", str(dropout), "--attack", "fgsm", "--epsilon", "0.1,x"], "'x' is not a positive number"),
+        (["eval", str(dropout), "--mc-dropout", "1"], "--mc-dropout"),
+        (["eval", str(plain), "--mc-dropout", "5"], "has no dropout"),
+        (["predict", str(plain), str(tmp_path / "x.npz"), "-o", str(tmp_path / "p.csv"), "--mc-dropout", "5"], "has no dropout"),
+    ]
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 4), np.float32))
+    for argv, words in cases:
+        code, err = _refused([*argv, "--device", "cpu"], capsys)
+        assert code == 2 and words in err, (argv, err)
+    for text, words in (
+        ("adversarial: {method: fgsm}\n", "needs adversarial.epsilon"),
+        ("adversarial: {method: fgsm, epsilon: 0.1, steps: 5}\n", "adversarial.steps = 5 changes nothing"),
+        ("adversarial: {epsilon: 0.1}\n", "adversarial.epsilon = 0.1 changes nothing with no adversarial.method"),
+        ("adversarial: {method: pgd, epsilon: 0.1}\ntrain: {backprop: manual}\n", "does not cover adversarial"),
+    ):
+        code, err = _refused(["validate", str(write_config("data: {name: moons}\n" + text))], capsys)
+        assert code == 2 and words in err, (text, err)
