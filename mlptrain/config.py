@@ -317,6 +317,57 @@ class AdversarialSpec(Section):
         return self.step_size if self.step_size is not None else 2.5 * self.epsilon / self.steps
 
 
+class RegularizationSpec(Section):
+    """Penalties on the weights and hidden activations, a max-norm constraint and weight noise (the
+    notes' norm penalties, norm penalties as constraints, sparse representations and noise robustness).
+    "Weight matrices" are the weights of every Linear layer, hidden and output: not biases (unless
+    include_bias), norm scales or PReLU slopes."""
+
+    l1: float = Field(
+        0.0, ge=0.0,
+        description="L1 penalty λ₁ Σ|w| over the weight matrices, added to the training loss (logged apart as "
+        "train/penalty): pushes the weights of useless inputs toward 0 (weights/small_fraction).",
+    )
+    l2: float = Field(
+        0.0, ge=0.0,
+        description="L2 penalty (λ₂/2) Σ w² over the weight matrices, added to the training loss; unlike "
+        "optimizer.weight_decay it is part of the loss the optimizer sees (Adam rescales its gradient) and "
+        "leaves biases alone. The notes' λ‖w‖² is l2: 2λ.",
+    )
+    include_bias: bool = Field(False, description="Add the biases of the Linear layers to the l1 and l2 penalties.")
+    max_norm: Optional[float] = Field(
+        None, gt=0.0,
+        description="After every optimizer step, rescale each unit's incoming weight vector (each row of every "
+        "Linear weight) to ‖w‖₂ ≤ c: projected gradient descent (Srivastava et al. use 3-4, with dropout).",
+    )
+    activation_l1: float = Field(
+        0.0, ge=0.0,
+        description="Sparse representations: α × the batch's mean of Σ|h| over every hidden unit's activation h, "
+        "added to the training loss.",
+    )
+    weight_noise: float = Field(
+        0.0, ge=0.0,
+        description="σ of Gaussian noise added to every weight matrix for each step's forward and backward pass "
+        "and taken off before the update (a random stream of its own, saved in last.pt).",
+    )
+
+    @property
+    def penalized(self) -> bool:
+        """l1 or l2 adds a term to the loss."""
+        return self.l1 > 0 or self.l2 > 0
+
+    @property
+    def active(self) -> bool:
+        return self.penalized or self.max_norm is not None or self.activation_l1 > 0 or self.weight_noise > 0
+
+    @model_validator(mode="after")
+    def _bias_needs_a_penalty(self) -> "RegularizationSpec":
+        if self.include_bias and not self.penalized:
+            raise ValueError("regularization.include_bias: true changes nothing while l1 and l2 are 0 (it adds the "
+                             "biases to their penalties): set regularization.l1 or l2, or remove it")
+        return self
+
+
 class ActivationSpec(NamedSection):
     """A hidden-layer nonlinearity; the parameters apply to the activation that names them."""
 
@@ -450,7 +501,8 @@ class OptimizerSpec(NamedSection):
     weight_decay: float = Field(
         0.0, ge=0.0,
         description="L2 weight decay λ on every parameter, as PyTorch applies it: λθ is added to the gradient (the "
-        "notes' penalty (λ/2)‖θ‖², biases included); adamw decays decoupled, θ ← θ − η λ θ.",
+        "notes' penalty (λ/2)‖θ‖², biases, norm scales and PReLU slopes included); adamw decays decoupled, θ ← θ − η λ θ. "
+        "regularization.l2 is the penalty as a loss term, on the weight matrices only.",
     )
     momentum: float = Field(
         0.0, ge=0.0, lt=1.0,
@@ -592,7 +644,7 @@ class TrainSpec(Section):
         description="How gradients are computed. manual: backprop written out layer by layer (mlptrain/backprop.py), "
         "no autograd graph, ~15 % off a small model's step; it covers Linear, the elementwise activations and "
         "dropout with cross_entropy, bce or mse (on values), in float32. autograd: loss.backward(). auto: manual where it covers "
-        "the setup, else autograd; summary.json says which ran.",
+        "the setup, else autograd; summary.json says which ran (and, as backprop_why, why autograd).",
     )
     on_nan: Literal["stop", "skip_batch"] = Field(
         "stop",
@@ -650,6 +702,9 @@ class Spec(Section):
     name: Optional[str] = Field(None, description="Run name (runs/<name>/...); default the config file's stem.")
     data: DataSpec = Field(..., description="Data source, split and scaling.")
     augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Random changes to training batches.")
+    regularization: RegularizationSpec = Field(
+        default_factory=RegularizationSpec, description="Penalties, a max-norm constraint and weight noise."
+    )
     adversarial: AdversarialSpec = Field(
         default_factory=AdversarialSpec, description="Adversarial training: also train on inputs perturbed against the model."
     )

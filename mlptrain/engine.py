@@ -24,7 +24,7 @@ from torch import nn
 from mlptrain import plan
 from mlptrain.backprop import Backprop
 from mlptrain.metrics import compute_metrics, predict_classes
-from mlptrain.regularizers import Net, Part
+from mlptrain.regularizers import Net, Part, weight_stats
 from mlptrain.state import Clock, EarlyStopping, HistoryTable, Stop, Streams, Sums
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -88,6 +88,7 @@ class Loop:
     device: Optional[torch.device] = None  # where to train; default where the data is
     host_batches: bool = False  # data stays where it is (pinned host memory); each batch is copied to ``device``
     parts: list[Part] = field(default_factory=list)  # the step's parts (regularizers.build), in step order
+    weight_stats: bool = False  # log weights/small_fraction and weights/max_unit_norm every epoch (a regularizer is on)
     on_nan: str = "stop"  # stop | skip_batch
     checkpoint_every_steps: Optional[int] = None  # also write last.pt every N steps (mid-epoch position included)
     graph_off: Optional[str] = "train.cuda_graph: false"  # None: replay each full batch's step as one CUDA graph; else why not (plan.graph_blocker)
@@ -444,6 +445,7 @@ class Step:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
         model, optimizer, scaler, loop, manual = self.model, self.optimizer, self.scaler, self.loop, self.manual
+        penalty: Optional[torch.Tensor] = None  # the parts' loss terms, summed (train/penalty)
         for part in self.parts:
             xb, yb = part.batch(xb, yb)
         for part in self.parts:
@@ -457,10 +459,13 @@ class Step:
                 loss = self.loss_fn(logits.float(), yb)
                 for part in self.parts:
                     loss = part.objective(loss, xb, yb, self.net)
-            for term in (part.penalty(model) for part in self.parts):
-                if term is not None:
-                    loss = loss + term
+            terms = [term for term in (part.penalty(model) for part in self.parts) if term is not None]
+            if terms:
+                penalty = sum(terms)
+                loss = loss + penalty
         if loop.on_nan == "skip_batch" and not bool(torch.isfinite(loss)):  # (one sync per step)
+            for part in self.parts:
+                part.skipped(model)
             return None
         if manual is not None:  # it overwrites every .grad in place
             manual.backward()
@@ -482,6 +487,8 @@ class Step:
             part.after_step(model)
         detached = loss.detach()
         self.sums.loss.add_(detached, alpha=rows)  # in place: no new tensors per step
+        if penalty is not None:
+            self.sums.penalty.add_(penalty.detach(), alpha=rows)
         if self.classify:
             self.sums.correct.add_((predict_classes(self.task, logits.detach()).view(-1) == yb.view(-1)).sum())
         return detached
@@ -522,6 +529,7 @@ class Training:
         for part in loop.parts:
             part.rng = self.streams.generators.get(part.name)
         self.sums = Sums(self.device, min(loop.step_every, self.steps_per_epoch))
+        self.penalized = any(type(part).penalty is not Part.penalty for part in loop.parts)  # a part adds loss terms
         self.clock = Clock()
         self.count = Counters()
         self.values: dict[str, float] = {}
@@ -652,6 +660,9 @@ class Training:
         if sums.seen == 0:  # train.on_nan: skip_batch skipped every batch: nothing left to learn from
             raise NonFiniteLoss(epoch, self.count.steps, float("nan"))
         values = {"train/loss": float(sums.loss) / sums.seen}
+        if self.penalized:  # train/loss = train/data_loss + train/penalty
+            penalty = float(sums.penalty) / sums.seen
+            values.update({"train/data_loss": values["train/loss"] - penalty, "train/penalty": penalty})
         if self.task.name in ("binary", "multiclass"):
             values["train/accuracy"] = float(sums.correct) / sums.seen
         if self.val is not None and len(self.val[0]):
@@ -660,6 +671,8 @@ class Training:
             values.update({f"val/{k}": v for k, v in scores.items()})
             self.clock.val += time.perf_counter() - val_start
         values["lr"] = float(self.used_lr)
+        if loop.weight_stats:
+            values.update(weight_stats(self.model))
         if sums.skipped:
             values["train/skipped_batches"] = float(sums.skipped)
         return values
@@ -749,6 +762,8 @@ def fit(
         elif loop.interrupt.signal is not None:
             stop = Stop.INTERRUPTED
     stop = stop or Stop.COMPLETED
+    for part in loop.parts:
+        part.end(model)
     result = FitResult(t.stopper.best_epoch, t.stopper.best, t.count.epochs if stop is Stop.INTERRUPTED else epoch,
                        stop is Stop.EARLY_STOPPED, t.clock.train(), t.count.steps, t.history.rows, t.clock.val,
                        interrupted=loop.interrupt.signal if stop is Stop.INTERRUPTED else None,

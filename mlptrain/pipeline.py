@@ -146,17 +146,14 @@ def maybe_compile(model: torch.nn.Module, enabled: bool, sample: torch.Tensor, n
         return model
 
 
-def manual_backprop(spec: Spec, built: Built, precision: str) -> Optional[Backprop]:
-    """``train.backprop`` resolved: the hand-written backward pass where it covers the setup, else None (autograd)."""
-    if spec.train.backprop == "autograd":
-        return None
-    verdict = built.plan
-    why = plan_mod.manual_blocker(spec, built.loss_name, precision, verdict.parts, built.task.name)
-    if why is None:
-        return Backprop(built.model, built.loss_name, spec.loss)
-    if spec.train.backprop == "manual":
-        raise ConfigError(f"train.backprop: manual does not cover {why}; set train.backprop: auto (or autograd)")
-    return None
+def manual_backprop(spec: Spec, built: Built, precision: str) -> tuple[Optional[Backprop], Optional[str]]:
+    """``train.backprop`` resolved: the hand-written backward pass where it covers the setup, else None
+    (autograd) and why (``plan.autograd_why``, for summary.json)."""
+    blocker = plan_mod.manual_blocker(spec, built.loss_name, precision, built.plan.parts, built.task.name)
+    if spec.train.backprop == "manual" and blocker is not None:
+        raise ConfigError(f"train.backprop: manual does not cover {blocker}; set train.backprop: auto (or autograd)")
+    why = plan_mod.autograd_why(spec, blocker)
+    return (Backprop(built.model, built.loss_name, spec.loss) if why is None else None), why
 
 
 def capturable(optimizer: torch.optim.Optimizer) -> bool:
@@ -277,9 +274,10 @@ def train(
         schedule_per_step=per_step, plateau_monitor=plateau_monitor, device=device,
         precision=resolve_precision(spec.train.precision, device),
         parts=regularizers.build(spec, verdict.parts, prepared.state, device), on_nan=spec.train.on_nan,
+        weight_stats=spec.regularization.active,
     )
 
-    manual = manual_backprop(spec, built, loop.precision)  # before the run directory gets its first file
+    manual, autograd_why = manual_backprop(spec, built, loop.precision)  # before the run directory gets its first file
     spec_dict = spec_to_dict(spec)
     inline = device.type == "cpu"  # see Run: serialize checkpoints in line when training uses the CPU cores
     if resume is None:
@@ -360,6 +358,7 @@ def train(
             "device": str(device),
             "precision": loop.precision,
             "backprop": "manual" if manual is not None else "autograd",
+            "backprop_why": autograd_why,  # why autograd, as validate's step line says it (null: manual ran)
             "cuda_graph": result.cuda_graph,  # "on", or "off: why" (plan.graph_blocker)
             "monitor": monitor,
             "mode": mode,

@@ -41,8 +41,14 @@ class PartInfo:
 # regularizers.BUILDERS builds each from the spec.
 PARTS: dict[str, PartInfo] = {
     "augment": PartInfo(Needs(stream=True, seed_offset=7919, graph=False), lambda spec: spec.augment.active),
+    # the hand-written backward pass reads layer.weight, which holds the noisy weights until after_backward
+    "weight_noise": PartInfo(Needs(stream=True, seed_offset=104729, graph=False),
+                             lambda spec: spec.regularization.weight_noise > 0),
     # FGSM never draws from its stream; PGD's random start does
-    "adversarial": PartInfo(Needs(autograd=True, stream=True, seed_offset=104729, graph=False), lambda spec: spec.adversarial.active),
+    "adversarial": PartInfo(Needs(autograd=True, stream=True, seed_offset=155921, graph=False), lambda spec: spec.adversarial.active),
+    "penalty": PartInfo(Needs(autograd=True), lambda spec: spec.regularization.penalized),  # l1, l2
+    "activation_l1": PartInfo(Needs(autograd=True), lambda spec: spec.regularization.activation_l1 > 0),
+    "max_norm": PartInfo(Needs(), lambda spec: spec.regularization.max_norm is not None),  # after the step: any path
 }
 
 # What backprop.Backprop differentiates by hand, by name (backprop.LOSS_GRADIENTS and
@@ -81,6 +87,14 @@ def manual_blocker(spec: Spec, loss: str, precision: str, parts: list[str], task
         if act.name in MANUAL_NOT:
             return f"the layer act{i} ({MANUAL_NOT[act.name]})"
     return next((f"{name} (it needs autograd)" for name in parts if PARTS[name].needs.autograd), None)
+
+
+def autograd_why(spec: Spec, blocker: Optional[str]) -> Optional[str]:
+    """Why the gradients come from autograd (``blocker``: ``manual_blocker``'s answer), or None where
+    hand-written backprop runs: validate's step line and summary.json's ``backprop_why`` say the same."""
+    if spec.train.backprop == "autograd":
+        return "train.backprop: autograd"
+    return None if blocker is None else f"manual backprop does not cover {blocker}"
 
 
 def graph_blocker(

@@ -3,8 +3,8 @@
 A step runs its points in one fixed order (engine.Step)::
 
     batch (augment, mixup) → before forward (weight noise) → forward → task loss → objective
-    (adversarial examples) + Σ penalties → backward → after backward → clip → optimizer step →
-    after step (constraints)
+    (adversarial examples) + Σ penalties (l1/l2, activation L1) → backward → after backward → clip →
+    optimizer step → after step (max-norm)
 
 A part implements only the points it needs; the others do nothing. What a part needs of the step
 (autograd, a random stream of its own, a CUDA graph's permission) is declared as data in
@@ -66,6 +66,12 @@ class Part:
     def after_step(self, model: nn.Module) -> None:
         """The optimizer has updated the weights (constraints project them here)."""
 
+    def skipped(self, model: nn.Module) -> None:
+        """train.on_nan: skip_batch dropped this batch after its forward: undo what ``before_forward`` did."""
+
+    def end(self, model: nn.Module) -> None:
+        """Training is over (completed, stopped or interrupted): let go of what the part holds on the model."""
+
 
 class Augment(Part):
     """Random flips, shifts and noise of each training batch (mlptrain.augment)."""
@@ -98,12 +104,127 @@ class Adversarial(Part):
                                   self.step_size, self.rng if self.random_start else None)
         adv_loss = net.loss_fn(net.forward(adv).float(), y)
         return (1 - self.weight) * loss + self.weight * adv_loss
+def linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices the regularizers act on: every Linear layer's, hidden and output, in order."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+class WeightNoise(Part):
+    """The notes' random perturbation of the weights: every weight matrix gets σ·N(0, 1), drawn from the
+    part's own stream, for one step's forward and backward; the clean weights are copied back before
+    clipping and the update, so the optimizer steps from them (bit for bit, not w + n - n)."""
+
+    name = "weight_noise"
+
+    def __init__(self, sigma: float):
+        self.sigma = sigma
+        self.clean: list[torch.Tensor] = []
+        self.noise: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def before_forward(self, model: nn.Module) -> None:
+        weights = linear_weights(model)
+        if len(self.clean) != len(weights):  # buffers allocated once: no new tensors per step
+            self.clean = [torch.empty_like(w) for w in weights]
+            self.noise = [torch.empty_like(w) for w in weights]
+        for w, clean, noise in zip(weights, self.clean, self.noise):
+            clean.copy_(w)
+            w.add_(noise.normal_(generator=self.rng), alpha=self.sigma)
+
+    @torch.no_grad()
+    def after_backward(self, model: nn.Module) -> None:
+        for w, clean in zip(linear_weights(model), self.clean):
+            w.copy_(clean)
+
+    skipped = after_backward
+
+
+class Penalty(Part):
+    """λ₁ Σ|w| + (λ₂/2) Σ w² over the weight matrices (and the biases with include_bias), in the loss."""
+
+    name = "penalty"
+
+    def __init__(self, l1: float, l2: float, include_bias: bool):
+        self.l1, self.l2, self.include_bias = l1, l2, include_bias
+
+    def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
+        params = linear_weights(model)
+        if self.include_bias:
+            params += [m.bias for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None]
+        terms = []  # (the spec switches this part on only with l1 or l2 above 0)
+        if self.l1:
+            terms.append(self.l1 * sum(p.abs().sum() for p in params))
+        if self.l2:
+            terms.append(self.l2 / 2 * sum(p.square().sum() for p in params))
+        return sum(terms)
+
+
+class ActivationL1(Part):
+    """The notes' sparse representations: α × the batch's mean of Σ|h| over the hidden units, h the output of
+    each activation module (act1, act2, ...) in the training forward. Forward hooks keep those outputs only
+    in training mode with gradients on, so evaluation passes leave nothing; ``end`` removes the hooks."""
+
+    name = "activation_l1"
+
+    def __init__(self, alpha: float):
+        self.alpha = alpha
+        self.seen: list[torch.Tensor] = []
+        self.handles: list[Any] = []
+
+    def _keep(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        if module.training and torch.is_grad_enabled():
+            self.seen.append(output)
+
+    def before_forward(self, model: nn.Module) -> None:
+        self.seen = []
+        if not self.handles:  # registered once: a torch.compile'd forward would recompile for hooks added each step
+            self.handles = [m.register_forward_hook(self._keep) for name, m in model.named_children() if name.startswith("act")]
+
+    def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
+        seen, self.seen = self.seen, []
+        if not seen:  # no hidden layer
+            return None
+        return sum(h.float().abs().sum() for h in seen) * (self.alpha / seen[0].shape[0])
+
+    def end(self, model: nn.Module) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles, self.seen = [], []
+
+
+class MaxNorm(Part):
+    """Norm penalties as constraints (projected gradient descent): after every step each unit's incoming
+    weight vector, a row of a Linear weight, is scaled back onto the ball ‖w‖₂ ≤ c; rows inside it stay as they are."""
+
+    name = "max_norm"
+
+    def __init__(self, c: float):
+        self.c = c
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        for w in linear_weights(model):
+            w.renorm_(2, 0, self.c)
+
+
+@torch.no_grad()
+def weight_stats(model: nn.Module) -> dict[str, float]:
+    """What the regularizers act on, for TensorBoard: the fraction of first-layer weights with |w| < 1e-3
+    (L1's sparsity) and the largest unit norm, the largest row norm of any Linear weight (max_norm's bound)."""
+    weights = linear_weights(model)
+    small = (weights[0].abs() < 1e-3).float().mean()
+    largest = torch.stack([w.norm(dim=1).max() for w in weights]).max()
+    return {"weights/small_fraction": float(small), "weights/max_unit_norm": float(largest)}
 
 
 # part name (plan.PARTS) -> (spec, the data's preprocessing state, training device) -> the part
 BUILDERS: dict[str, Callable[[Spec, dict[str, Any], torch.device], Part]] = {
     "augment": lambda spec, st, device: Augment(augment.build(spec.augment, st.get("image_shape"), st["scaler"], device)),
     "adversarial": lambda spec, st, device: Adversarial(spec.adversarial, attacks.space(st, device)),
+    "weight_noise": lambda spec, st, device: WeightNoise(spec.regularization.weight_noise),
+    "penalty": lambda spec, st, device: Penalty(spec.regularization.l1, spec.regularization.l2, spec.regularization.include_bias),
+    "activation_l1": lambda spec, st, device: ActivationL1(spec.regularization.activation_l1),
+    "max_norm": lambda spec, st, device: MaxNorm(spec.regularization.max_norm),
 }
 
 

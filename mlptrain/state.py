@@ -206,12 +206,13 @@ class Clock:
 
 
 class Sums:
-    """The epoch's sums on the device (loss × rows, correct predictions, this window's step losses),
-    allocated once: the step adds into them in place (a CUDA graph needs fixed addresses), and
-    counters on the host (rows seen, steps in the window, skipped batches)."""
+    """The epoch's sums on the device (loss × rows, the step parts' penalties × rows, correct predictions,
+    this window's step losses), allocated once: the step adds into them in place (a CUDA graph needs fixed
+    addresses), and counters on the host (rows seen, steps in the window, skipped batches)."""
 
     def __init__(self, device: torch.device, window: int):
         self.loss = torch.zeros((), device=device, dtype=torch.float64)
+        self.penalty = torch.zeros((), device=device, dtype=torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.float64)
         # a window never spans an epoch's end, so it needs no more slots than an epoch has steps
         self.window = torch.zeros(window, device=device, dtype=torch.float64)
@@ -219,15 +220,20 @@ class Sums:
 
     def zero(self) -> None:
         self.loss.zero_()
+        self.penalty.zero_()
         self.correct.zero_()
         self.seen = self.window_steps = self.skipped = 0
 
     def state_dict(self, seconds: float) -> dict[str, Any]:
-        return {"loss": self.loss, "correct": self.correct, "window": self.window, "seen": self.seen,
+        return {"loss": self.loss, "penalty": self.penalty, "correct": self.correct, "window": self.window, "seen": self.seen,
                 "window_steps": self.window_steps, "skipped": self.skipped, "seconds": seconds}
 
     def load_state_dict(self, sums: dict[str, Any]) -> None:
         self.loss.copy_(sums["loss"])
+        if "penalty" in sums:
+            self.penalty.copy_(sums["penalty"])
+        else:  # a last.pt from before the step parts' penalties
+            self.penalty.zero_()
         self.correct.copy_(sums["correct"])
         self.window.copy_(sums["window"][: len(self.window)])  # (last.pt of older versions held step_every slots)
         self.seen, self.window_steps, self.skipped = sums["seen"], sums["window_steps"], sums["skipped"]

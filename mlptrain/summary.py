@@ -114,10 +114,9 @@ def describe(spec: Spec) -> dict[str, Any]:
 def step_path(spec: Spec, verdict: plan.Plan) -> dict[str, Any]:
     """Which step runs, as validate can tell without the device: the parts in step order, how the
     gradients are computed, and whether the step is one CUDA graph (on CUDA; never on the CPU)."""
-    if spec.train.backprop == "autograd":
-        backprop = "autograd (train.backprop: autograd)"
-    elif verdict.manual is not None:
-        backprop = f"autograd (manual backprop does not cover {verdict.manual})"
+    why = plan.autograd_why(spec, verdict.manual)
+    if why is not None:
+        backprop = f"autograd ({why})"
     else:
         backprop = "manual" + (" (autograd where precision auto resolves to bf16-mixed)" if spec.train.precision == "auto" else "")
     graph = plan.graph_blocker(spec, verdict.parts, device="cuda", precision=spec.train.precision)

@@ -441,8 +441,8 @@ def test_schema_is_json_schema_of_every_section(capsys):
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert set(schema["properties"]) == {"name", "data", "augment", "adversarial", "model", "task", "loss", "optimizer", "scheduler", "train",
-                                         "logging"}
+    assert set(schema["properties"]) == {"name", "data", "augment", "regularization", "adversarial", "model", "task", "loss",
+                                         "optimizer", "scheduler", "train", "logging"}
     assert schema["required"] == ["data"]
     assert schema["$defs"]["OptimizerSpec"]["anyOf"][1]["additionalProperties"] is False
 

@@ -203,6 +203,9 @@ def valid_config(draw: st.DrawFn) -> dict[str, Any]:
     adversarial = d.get("adversarial")
     if isinstance(adversarial, dict) and adversarial.get("method") is not None and adversarial.get("epsilon") is None:
         adversarial["epsilon"] = draw(st.floats(1e-3, 1.0))  # a method needs its ε
+    reg = d.get("regularization")
+    if isinstance(reg, dict) and not (reg.get("l1") or reg.get("l2")):
+        reg.pop("include_bias", None)  # it adds the biases to the l1 and l2 penalties: refused without one
     return d
 
 

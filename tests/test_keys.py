@@ -537,6 +537,13 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "adversarial.steps": C(10, 2, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3, adversarial__step_size=0.01),
     "adversarial.step_size": C(None, 0.01, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3),
     "adversarial.random_start": C(True, False, F, "metrics", adversarial__method="pgd", adversarial__epsilon=0.3),
+    # regularization -----------------------------------------------------------------------------
+    "regularization.l1": C(0.0, 0.01, F, "metrics"),
+    "regularization.l2": C(0.0, 0.5, F, "metrics"),
+    "regularization.include_bias": C(False, True, F, "metrics", regularization__l2=0.5),
+    "regularization.max_norm": C(None, 0.1, F, "metrics"),
+    "regularization.activation_l1": C(0.0, 0.5, F, "metrics"),
+    "regularization.weight_noise": C(0.0, 0.5, F, "metrics"),
     # model --------------------------------------------------------------------------------------
     "model.hidden": C([4], [4, 3], M, ("structure", "parameters")),
     "model.activation.name": C("relu", "tanh", M, "eval_output"),

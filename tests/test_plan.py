@@ -23,6 +23,8 @@ BAD_SPECS = {
     "loss before monitor": "data: {name: moons}\nloss: huber\ntrain: {early_stopping: {monitor: val/r2}}\n",
     "augment on tabular data": "data: {name: moons}\naugment: {hflip: true}\n",
     "manual backprop": "data: {name: moons}\nmodel: {norm: layer}\ntrain: {backprop: manual, epochs: 1}\n",
+    "manual backprop of a penalty": "data: {name: moons}\nregularization: {l1: 0.01}\ntrain: {backprop: manual, epochs: 1}\n",
+    "include_bias without a penalty": "data: {name: moons}\nregularization: {include_bias: true}\n",
 }
 
 
