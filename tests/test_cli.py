@@ -454,7 +454,7 @@ def test_every_shipped_config_and_inits_file_pass_the_schema(tmp_path, capsys):
     assert main(["schema"]) == 0
     validator = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
     assert main(["init", str(tmp_path / "new.yaml")]) == 0
-    for path in [*sorted(CONFIGS.glob("*.yaml")), tmp_path / "new.yaml"]:
+    for path in [*sorted(CONFIGS.glob("**/*.yaml")), tmp_path / "new.yaml"]:
         errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
         assert not errors, (path.name, errors)
     wrong = {"data": {"name": "digits"}, "model": {"activation": "relux", "init": {"nam": "normal"}}}
@@ -524,7 +524,10 @@ def test_readme_documents_every_config_section_and_command():
 # Every shipped config runs (shortened), and the notes' XOR claims hold for the real config.
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+SHIPPED = sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.glob("**/*.yaml"))  # regularization/l1.yaml too
+
+
+@pytest.mark.parametrize("config", SHIPPED)
 def test_every_shipped_config_runs(config, tmp_path, capsys):
     from mlptrain.config import IMAGE_NAMES, load_spec
     from mlptrain.data.images import locate
@@ -546,7 +549,7 @@ def test_every_shipped_config_runs(config, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("switch", ["logging.tensorboard=false", "train.early_stopping.enabled=false"])
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+@pytest.mark.parametrize("config", SHIPPED)
 def test_every_shipped_config_takes_a_one_flag_switch_with_at_most_one_warning(config, switch, tmp_path, capsys):
     """A --set that switches something off is not refused because the file sets a key only the switched-off
     feature reads (digits.yaml's patience, or histograms_every: 0, which means never anyway)."""
