@@ -1159,7 +1159,8 @@ def _sections(spec: Spec) -> list[tuple[Section, Loc]]:
 
 def _shape_inert(spec: Spec) -> list[InertKey]:
     """Keys away from their defaults that the network's or the batch's shape leaves unread: a model without
-    hidden layers has no activation, dropout or norm between layers; a full batch leaves no last batch to drop."""
+    hidden layers has no activation, dropout or norm between layers, nor hidden activations to penalize;
+    a full batch leaves no last batch to drop."""
     model, found = spec.model, []
     if not model.hidden:
         fields = type(model).model_fields
@@ -1169,6 +1170,9 @@ def _shape_inert(spec: Spec) -> list[InertKey]:
                 shown = ([a.name for a in value] if isinstance(value, list) else value.name) if key == "activation" else value
                 found.append(InertKey(("model", key), ("model", "hidden"), shown, [], (),
                                       "only hidden layers read it", "give model.hidden some layers"))
+        if spec.regularization.activation_l1:
+            found.append(InertKey(("regularization", "activation_l1"), ("model", "hidden"), spec.regularization.activation_l1,
+                                  [], (), "only hidden layers read it", "give model.hidden some layers"))
     if spec.train.batch_size == "full" and spec.train.drop_last:
         found.append(InertKey(("train", "drop_last"), ("train", "batch_size"), True, "full", (),
                               "a full batch leaves no last batch to drop", "give train.batch_size a number"))

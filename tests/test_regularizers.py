@@ -281,6 +281,13 @@ def test_include_bias_without_a_penalty_is_refused_in_one_line(write_config, cap
     assert main(["validate", str(write_config("data: {name: moons}\nregularization: {include_bias: true, l1: 0.01}\n"))]) == 0
 
 
+def test_activation_l1_without_hidden_layers_is_refused_as_a_key_that_changes_nothing(write_config, capsys):
+    cfg = write_config("data: {name: moons}\nmodel: {hidden: []}\nregularization: {activation_l1: 0.01}\n")
+    assert main(["validate", str(cfg)]) == 2
+    assert ("regularization.activation_l1 = 0.01 changes nothing with model.hidden = [] (only hidden layers read it): "
+            "remove it, or give model.hidden some layers") in capsys.readouterr().err
+
+
 def test_a_regularization_key_misspelt_is_refused_naming_the_one_meant(write_config, capsys):
     assert main(["validate", str(write_config("data: {name: moons}\nregularization: {max_nrom: 3}\n"))]) == 2
     assert "unknown key 'regularization.max_nrom'; did you mean 'max_norm'?" in capsys.readouterr().err
