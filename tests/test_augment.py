@@ -91,12 +91,13 @@ def test_the_same_seed_draws_the_same_batches():
 
 @pytest.mark.parametrize("key", ["hflip", "shift"])
 def test_moving_pixels_of_data_without_images_is_refused_in_one_line(key):
-    spec = validate_dict({"data": {"name": "digits"}, "augment": {key: True if key == "hflip" else 2}}, "t")
+    """(digits was the example of data without images until it became an image set: iris is one now)"""
+    spec = validate_dict({"data": {"name": "iris"}, "augment": {key: True if key == "hflip" else 2}}, "t")
     for check in (lambda: describe(spec), lambda: pipeline.build(spec)):
         with pytest.raises(ConfigError) as exc:
             check()
         msg = str(exc.value)
-        assert "\n" not in msg and f"augment.{key}" in msg and "'digits' has no image shape" in msg
+        assert "\n" not in msg and f"augment.{key}" in msg and "'iris' has no image shape" in msg
 
 
 def test_training_on_images_sees_augmented_batches_and_evaluation_does_not(tmp_path):

@@ -535,3 +535,55 @@ def test_emnist_upper_and_lower_case_classes_are_not_warned_about(tmp_path):
         warnings.simplefilter("error", DataWarning)
         p = datamod.prepare(data_spec(name="emnist", subset="byclass", root=str(tmp_path)))
     assert "A" in p.state["class_names"] and "a" in p.state["class_names"]
+
+
+# ----------------------------------------------------------------------------------------------
+# digits: scikit-learn's 8x8 digits are an image set too (0..16 pixels read as [0, 1]).
+
+
+def _raw_digits() -> np.ndarray:
+    from mlptrain.data import sources
+
+    return sources.bundled("digits").x
+
+
+def test_digits_are_8x8_images_whose_0_to_16_pixels_read_as_0_to_1():
+    d = datamod.prepare(data_spec(name="digits", scale="none", split={"val": 0.0, "test": 0.0}))
+    assert d.state["image_shape"] == [1, 8, 8] and d.state["pixel_max"] == 16
+    np.testing.assert_array_equal(d.train.x, _raw_digits() / np.float32(16))  # nothing held out: the file's order
+    assert float(d.train.x.max()) == 1.0 and float(d.train.x.min()) == 0.0
+
+
+@pytest.mark.parametrize("scale", ["standard", "minmax"])
+def test_scaled_digits_are_bit_for_bit_what_the_raw_pixels_gave(scale):
+    """Dividing by 16 is exact in floats and scaling undoes any factor: digits configs train on the same values."""
+    spec = data_spec(name="digits", scale=scale)
+    now = datamod.prepare(spec)
+    unscaled = {**now.state, "pixel_max": None, "scaler": {"kind": "none"}, "splits": None}
+    raw = datamod.prepare(spec, state=unscaled).train.x  # 0..16
+    assert float(raw.max()) == 16.0
+    before = datamod.apply_scaler(raw.copy(), datamod._fit_scaler(raw, scale))  # as prepare scaled digits until now
+    np.testing.assert_array_equal(now.train.x, before)
+
+
+def test_a_digits_checkpoint_from_before_images_reads_its_pixels_as_it_trained():
+    spec = data_spec(name="digits", scale="none")
+    state = dict(datamod.prepare(spec).state)
+    del state["pixel_max"], state["image_shape"], state["splits"]  # what a run fitted before digits were images stored
+    old = datamod.prepare(spec, state=state)
+    assert float(old.train.x.max()) == 16.0
+
+
+@pytest.mark.parametrize("layout", ["npz 8x8", "npz flat", "csv"])
+def test_predict_inputs_for_a_digits_model_take_0_to_16_pixels_as_training_did(layout, tmp_path):
+    spec = data_spec(name="digits", scale="standard")
+    d = datamod.prepare(spec)
+    raw = _raw_digits()[:5]
+    if layout == "csv":
+        path = tmp_path / "x.csv"
+        path.write_text(",".join(d.state["feature_names"]) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in raw) + "\n")
+    else:
+        path = tmp_path / "x.npz"
+        np.savez(path, x=raw.reshape(5, 8, 8) if layout == "npz 8x8" else raw)
+    x, _, _ = datamod.read_inputs(path, spec, d.state, need_target=False)
+    np.testing.assert_array_equal(x, datamod.apply_scaler(raw / np.float32(16), d.state["scaler"]))

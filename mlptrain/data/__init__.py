@@ -346,9 +346,14 @@ def prepare(
         keep = keep[kept]
     rows["train"] = main if len(keep) == len(main.x) else main.take(keep)  # nothing held out: no copy
     main = replace(main, x=main.x[:0])  # the splits own their rows now: free the full array (memory peak)
+    # pixels of another range than 0..255 (digits: 0..16), divided as the run that fitted ``state`` divided
+    # them (a checkpoint from before digits were images read them as they are)
+    pixel_max = main.extra.get("pixel_max") if fresh else state.get("pixel_max")
     for key, table in rows.items():
         if table is not None and table.x.dtype == np.uint8:  # image pixels -> [0, 1] floats, one split at a time
             rows[key] = replace(table, x=unit_floats(table.x))
+        elif table is not None and pixel_max is not None:
+            rows[key] = replace(table, x=table.x / np.float32(pixel_max))
     train = rows["train"]
 
     encoded: dict[str, np.ndarray] = {}  # splits already encoded while fitting
@@ -364,6 +369,8 @@ def prepare(
         }
         if "image_shape" in main.extra:  # image sets: [C, H, W] of the flattened rows
             state["image_shape"] = list(main.extra["image_shape"])
+        if pixel_max is not None:  # the value of a white pixel, when not 255 (predict's inputs are read with it)
+            state["pixel_max"] = pixel_max
         if len(main.extra.get("row_shape", ())) > 1:  # an NPZ of [N, A, B] arrays: predict takes that shape (or flat rows)
             state["row_shape"] = list(main.extra["row_shape"])
         if tabular:

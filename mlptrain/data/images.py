@@ -458,8 +458,9 @@ def download(spec: DataSpec) -> None:
 
 def image_rows(x: np.ndarray, path: Path, state: dict[str, Any]) -> np.ndarray:
     """Images given to eval or predict (any of the layouts below, from an NPZ, NPY or CSV) -> the
-    float32 [0, 1] rows training saw: 0..255 pixels are divided by 255, as training's were."""
+    float32 [0, 1] rows training saw: 0..255 pixels are divided by 255 (digits' 0..16 by 16), as training's were."""
     c, h, w = (int(v) for v in state["image_shape"])
+    white = int(state.get("pixel_max", 255))
     if len(x) == 0:
         raise DataError(f"{path}: holds no images")
     inner = tuple(x.shape[1:])
@@ -474,19 +475,19 @@ def image_rows(x: np.ndarray, path: Path, state: dict[str, Any]) -> np.ndarray:
         )
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, got {x.dtype}")
-    if x.dtype == np.uint8:
+    if x.dtype == np.uint8 and white == 255:
         return unit_floats(x)
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise DataError(f"{path}: x holds {int((~np.isfinite(x)).sum())} NaN or infinite values; clean them first")
     low, high = float(x.min()), float(x.max())
-    if low < 0 or high > 255:
+    if low < 0 or high > white:
         raise DataError(
-            f"{path}: pixel values run from {low:g} to {high:g}; give them as training had them: 0..255 (or 0..1), "
-            "not normalized or 16-bit"
+            f"{path}: pixel values run from {low:g} to {high:g}; give them as training had them: 0..{white} (or 0..1), "
+            f"not normalized{' or 16-bit' if white == 255 else ''}"
         )
     if high > 1.0:
-        x /= np.float32(255.0)  # pixels given as 0..255
+        x /= np.float32(white)  # pixels given as 0..white
     return x
 
 

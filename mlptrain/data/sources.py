@@ -155,7 +155,9 @@ def bundled(name: str) -> Table:
     task = "binary" if len(classes) == 2 else "multiclass"
     # Labels as class names (malignant/benign), like a CSV's: predict writes names, not indices.
     labels = np.asarray(classes, dtype=object)[rows[:, -1].astype(np.int64)]
-    return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes)
+    # digits are 8x8 images of 0..16 pixels: prepare reads them as [0, 1], and the pixel changes of augment apply
+    extra = {"image_shape": [1, 8, 8], "pixel_max": 16} if name == "digits" else {}
+    return Table(rows[:, :-1].astype(np.float32), labels, features, ["target"], task, classes, extra)
 
 
 def read_csv(
