@@ -1,8 +1,11 @@
-"""Dataset augmentation (the notes' regularization by more data): random flips, translations and
-Gaussian noise applied to each training batch on the training device, drawn from a seeded generator.
+"""Dataset augmentation (the notes' regularization by more data): random flips, translations,
+rotations, zooms, elastic distortions and Gaussian noise of each training batch, and the target
+side of it (label noise, mixup), on the training device, drawn from seeded generators.
 
-Rows arrive scaled and flattened; flips and shifts need the picture, so they undo the scaling,
+Rows arrive scaled and flattened; the pixel changes need the picture, so they undo the scaling,
 view the rows as [C, H, W] images, move pixels (zero = black at the borders), and scale again.
+Rotation, zoom and elastic distortion are one sampling grid per batch (``F.affine_grid`` plus the
+smoothed displacement field, one ``F.grid_sample``): no Python loop over images.
 Evaluation and predict never see this: only the engine's training step calls it.
 """
 
@@ -13,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from mlptrain.config import AugmentSpec
+from mlptrain.config import AugmentSpec, ElasticSpec
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # (batch, the engine's augment generator)
 
@@ -42,6 +45,60 @@ def translate(
     return padded.gather(2, index[:, None, :].expand(b, c, h * w)).reshape(b, c, h, w)
 
 
+def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[B, K, H, W] smoothed by a normalized Gaussian of ``sigma`` pixels (separable, black beyond the border,
+    as scipy's ``gaussian_filter(mode="constant")`` that Simard-style code uses); truncated at 3 sigma."""
+    b, k, h, w = field.shape
+    radius = max(1, min(int(3 * sigma + 0.5), max(h, w) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=field.device, dtype=field.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    flat = field.reshape(b * k, 1, h, w)
+    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
+    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
+    return flat.reshape(b, k, h, w)
+
+
+def warp(
+    images: torch.Tensor, degrees: Optional[torch.Tensor] = None, zoom: Optional[torch.Tensor] = None,
+    displacement: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Each image [C, H, W] of the batch rotated by its own ``degrees`` (counter-clockwise as shown, like
+    torchvision's rotate) and zoomed about the centre by its own ``zoom`` (> 1 enlarges); then each output
+    pixel reads the image at its own place plus ``displacement`` [B, 2, H, W] (x then y, in pixels, Simard
+    et al.'s convention); bilinear, black outside the image.
+
+    One affine grid for the batch, the displacement added to it, one ``grid_sample``. The affine part
+    works in pixel units, so a rotation of a non-square image stays a rotation.
+    """
+    b, c, h, w = images.shape
+    eye = torch.eye(2, device=images.device, dtype=images.dtype).expand(b, 2, 2)
+    linear = eye
+    if degrees is not None:
+        t = torch.deg2rad(degrees.to(images.dtype))
+        cos, sin = torch.cos(t), torch.sin(t)
+        # output pixel p reads the input at R(-t) p: the content turns by +t (y points down on screen)
+        linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        if h != w:  # normalized coordinates are (x / (W/2), y / (H/2)): rotate in pixels, not in those
+            to_px = torch.tensor([w / 2, h / 2], device=images.device, dtype=images.dtype)
+            linear = linear * to_px[None, None, :] / to_px[None, :, None]
+    if zoom is not None:
+        linear = linear / zoom.to(images.dtype)[:, None, None]
+    theta = torch.cat([linear, torch.zeros(b, 2, 1, device=images.device, dtype=images.dtype)], dim=2)
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    if displacement is not None:  # pixels -> normalized units (align_corners=False: 2 / size per pixel)
+        per_px = torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
+        grid = grid + displacement.permute(0, 2, 3, 1) * per_px
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def elastic_field(b: int, h: int, w: int, spec: ElasticSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Simard et al. (2003): displacements drawn from U(-1, 1) per pixel and axis, smoothed by a Gaussian
+    of sigma, scaled by alpha: [B, 2, H, W] in pixels."""
+    field = torch.rand((b, 2, h, w), generator=generator, device=device) * 2 - 1
+    return gaussian_smooth(field, spec.sigma) * spec.alpha
+
+
 def build(
     spec: AugmentSpec, image_shape: Optional[Sequence[int]], scaler: dict[str, Any], device: torch.device
 ) -> Optional[Augment]:
@@ -52,8 +109,10 @@ def build(
     """
     if not spec.active:
         return None
-    geometric = spec.hflip or spec.shift > 0
-    base = _unshifted(image_shape[1], image_shape[2], spec.shift, device) if spec.shift > 0 and image_shape else None
+    moves = spec.shift or spec.crop  # padding N and cropping back is a shift of up to N (config refuses both)
+    warps = spec.rotate > 0 or spec.scale is not None or spec.elastic.alpha > 0
+    geometric = spec.hflip or moves > 0 or warps
+    base = _unshifted(image_shape[1], image_shape[2], moves, device) if moves > 0 and image_shape else None
     shift = scale = None
     if geometric and scaler.get("kind", "none") != "none":
         shift = torch.tensor(scaler["shift"], dtype=torch.float32, device=device)
@@ -67,9 +126,11 @@ def build(
             if spec.hflip:
                 flip = torch.rand(b, generator=generator, device=x.device) < 0.5
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            if spec.shift > 0:
-                d = torch.randint(-spec.shift, spec.shift + 1, (2, b), generator=generator, device=x.device)
-                images = translate(images, d[0], d[1], spec.shift, base)
+            if moves > 0:
+                d = torch.randint(-moves, moves + 1, (2, b), generator=generator, device=x.device)
+                images = translate(images, d[0], d[1], moves, base)
+            if warps:
+                images = warp(images, *_draw_warp(spec, images.shape, generator))
             x = images.reshape(b, -1)
             if scale is not None:
                 x = (x - shift) / scale
@@ -78,3 +139,50 @@ def build(
         return x
 
     return apply
+
+
+def _draw_warp(
+    spec: AugmentSpec, shape: torch.Size, generator: torch.Generator
+) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """This batch's angles, zooms and displacement field (None for what is switched off), in that order."""
+    b, _, h, w = shape
+    device = generator.device
+    degrees = zoom = field = None
+    if spec.rotate > 0:
+        degrees = (torch.rand(b, generator=generator, device=device) * 2 - 1) * spec.rotate
+    if spec.scale is not None:
+        low, high = spec.scale
+        zoom = low + (high - low) * torch.rand(b, generator=generator, device=device)
+    if spec.elastic.alpha > 0:
+        field = elastic_field(b, h, w, spec.elastic, generator, device)
+    return degrees, zoom, field
+
+
+def label_noise(y: torch.Tensor, fraction: float, n_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Each label replaced, with probability ``fraction``, by a class drawn uniformly from all ``n_classes``
+    (so (K - 1) / K of the replaced labels change). Works on class indices [N] and on binary 0/1 targets
+    [N, 1]; in expectation it is label smoothing with ε = fraction."""
+    swap = torch.rand(y.shape, generator=generator, device=y.device) < fraction
+    drawn = torch.randint(0, n_classes, y.shape, generator=generator, device=y.device)
+    return torch.where(swap, drawn.to(y.dtype), y)
+
+
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, alpha: float, n_classes: Optional[int], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mixup (Zhang et al. 2018): row i becomes λ_i x_i + (1 - λ_i) x_π(i) for a random permutation π of
+    the batch, its target λ_i t_i + (1 - λ_i) t_π(i), with λ_i ~ Beta(alpha, alpha), one per pair.
+
+    ``n_classes``: class indices [N] become one-hot targets first (None: targets are mixed as they
+    are: binary 0/1, multilabel, regression values). Returns the mixed rows and targets, λ and π.
+    """
+    b = len(x)
+    concentration = torch.full((b, 2), float(alpha), device=x.device, dtype=torch.float32)
+    # Beta(α, α) is the first coordinate of a Dirichlet(α, α); torch.distributions takes no generator,
+    # the sampler it calls does
+    lam = torch._sample_dirichlet(concentration, generator=generator)[:, 0].to(x.dtype)
+    perm = torch.randperm(b, generator=generator, device=x.device)
+    t = F.one_hot(y, n_classes).to(x.dtype) if n_classes is not None else y
+    lx = lam.view(b, *([1] * (x.dim() - 1)))
+    lt = lam.view(b, *([1] * (t.dim() - 1))).to(t.dtype)
+    return lx * x + (1 - lx) * x[perm], lt * t + (1 - lt) * t[perm], lam, perm

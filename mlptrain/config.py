@@ -49,6 +49,7 @@ SYNTHETIC_NAMES: tuple[str, ...] = get_args(SyntheticName)
 SKLEARN_NAMES: tuple[str, ...] = get_args(SklearnName)
 FILE_NAMES: tuple[str, ...] = get_args(FileName)
 IMAGE_NAMES: tuple[str, ...] = get_args(ImageName)
+PIXEL_NAMES: tuple[str, ...] = ("digits", *IMAGE_NAMES)  # sets read as images (an image shape)
 EmnistSubset = Literal["balanced", "byclass", "bymerge", "digits", "letters", "mnist"]
 TABLE_NAMES: tuple[str, ...] = ("csv", "parquet")  # files with named columns of any dtype (mlptrain.data.tabular)
 MissingPolicy = Literal["error", "drop", "impute_mean", "impute_median", "impute_constant"]
@@ -241,6 +242,23 @@ class DataSpec(Section):
         return self
 
 
+class ElasticSpec(Section):
+    """Simard et al.'s elastic distortion: a random displacement field, smoothed, moves every pixel."""
+
+    alpha: float = Field(
+        0.0, ge=0.0, description="Strength: the smoothed field of U(-1, 1) displacements is scaled by alpha pixels "
+        "(Simard et al.: 34 on 28x28 MNIST); 0 switches it off.",
+    )
+    sigma: float = Field(
+        4.0, gt=0.0, description="Smoothness: the standard deviation, in pixels, of the Gaussian that smooths the field "
+        "(Simard et al.: 4; small sigma is random jitter, large sigma a near-translation).",
+    )
+
+
+# keys that move pixels, so they need an image shape (hflip and shift first: their messages came first)
+PIXEL_KEYS = ("hflip", "shift", "rotate", "scale", "elastic", "crop")
+
+
 class AugmentSpec(Section):
     """Dataset augmentation: random changes to each training batch, drawn anew every step (never at eval)."""
 
@@ -251,25 +269,88 @@ class AugmentSpec(Section):
     noise: float = Field(
         0.0, ge=0.0, description="Gaussian noise of this standard deviation added to the training inputs (after scaling)."
     )
+    rotate: float = Field(
+        0.0, ge=0.0, le=180.0,
+        description="Images: rotation about the centre by an angle drawn uniformly from [-rotate, rotate] degrees "
+        "(bilinear, black corners).",
+    )
+    scale: Optional[tuple[float, float]] = Field(
+        None, description="Images: zoom by a factor drawn uniformly from [min, max] about the centre, e.g. [0.9, 1.1] "
+        "(below 1 shrinks, with a black border).",
+    )
+    elastic: ElasticSpec = Field(default_factory=ElasticSpec, description="Images: elastic distortion (alpha, sigma).")
+    crop: int = Field(
+        0, ge=0, description="Images: pad every side with this many black pixels and cut a random window of the "
+        "original size back out (torchvision's RandomCrop(padding=N)): the content moves by up to N pixels each way, "
+        "the translation `shift: N` draws (keep one of the two).",
+    )
+    label_noise: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Classification: each step, replace this fraction of the batch's labels by a class drawn "
+        "uniformly (it may be the same one); the notes' noise at the output targets, drawn, where "
+        "loss.label_smoothing is its average. train/accuracy counts against the labels as trained (noisy).",
+    )
+    mixup: float = Field(
+        0.0, ge=0.0,
+        description="mixup's alpha: each row is mixed with another row of the batch, inputs and targets (one-hot for "
+        "classes) alike, by λ ~ Beta(alpha, alpha), one λ per pair; 0 switches it off (0.2-0.4 is usual). "
+        "train/accuracy counts the class with the larger share of each mixed target.",
+    )
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if value is not None and not (0 < value[0] <= value[1]):
+            raise ValueError(f"give [min, max] with 0 < min <= max, got {list(value)} (e.g. [0.9, 1.1])")
+        return value
 
     @property
     def active(self) -> bool:
-        return self.hflip or self.shift > 0 or self.noise > 0
+        """The input changes of the ``augment`` step part (label_noise and mixup are parts of their own)."""
+        return self.noise > 0 or any(self.moves(key) for key in PIXEL_KEYS)
+
+    def moves(self, key: str) -> bool:
+        """Whether the pixel key ``key`` is switched on."""
+        value = getattr(self, key)
+        if key == "elastic":
+            return value.alpha > 0
+        if key == "scale":
+            return value is not None
+        return bool(value)
 
     def check_data(self, image_shape: Optional[Sequence[int]], data_name: str) -> None:
-        """Flips and shifts move pixels: refuse them on data without an image shape (fit and validate),
-        and a shift as large as the image, which would leave only black images."""
+        """Keys that move pixels need an image shape (fit and validate); a shift or crop as large as the image
+        would leave only black images, and crop with shift would draw the same translation twice."""
         if image_shape is not None:
             side = min(int(v) for v in image_shape[1:])
-            if self.shift >= side:
-                raise ConfigError(f"augment.shift = {self.shift} moves {side}x{side} images out of the frame; keep it below {side} (2-4 is usual)")
+            for key in ("shift", "crop"):
+                if getattr(self, key) >= side:
+                    raise ConfigError(f"augment.{key} = {getattr(self, key)} moves {side}x{side} images out of the frame; "
+                                      f"keep it below {side} (2-4 is usual)")
+            if self.shift and self.crop:
+                raise ConfigError("augment.crop and augment.shift both move the image by whole pixels with a black border "
+                                  "(padding and cropping is a translation); keep one of them")
             return
-        for key, on in (("hflip", self.hflip), ("shift", self.shift > 0)):
-            if on:
+        for key in PIXEL_KEYS:
+            if self.moves(key):
                 raise ConfigError(
-                    f"augment.{key} moves pixels, so it needs image data ({', '.join(IMAGE_NAMES)}); data "
+                    f"augment.{key} moves pixels, so it needs image data ({', '.join(PIXEL_NAMES)}); data "
                     f"'{data_name}' has no image shape: remove augment.{key} (augment.noise works on any data)"
                 )
+
+    def check_task(self, task: str, loss: str, class_weighted: bool) -> None:
+        """label_noise draws classes and mixup mixes targets: refuse the tasks and losses they cannot serve."""
+        if self.label_noise and task not in ("binary", "multiclass"):
+            raise ConfigError(f"augment.label_noise replaces each row's class by another, and a {task} task has no one "
+                              "class per row; remove it (augment.noise adds noise to the inputs of any task)")
+        if not self.mixup:
+            return
+        if loss in ("nll", "hinge"):
+            raise ConfigError(f"augment.mixup mixes the targets, which loss '{loss}' cannot take (it reads hard labels); "
+                              "use the task's default loss (bce, cross_entropy) or kl_div, or remove augment.mixup")
+        if class_weighted:
+            raise ConfigError("augment.mixup with loss.class_weight: a mixed row has no one class to weigh it by; "
+                              "remove one of them")
 
 
 class AdversarialSpec(Section):

@@ -23,7 +23,7 @@ from torch import nn
 
 from mlptrain import plan
 from mlptrain.backprop import Backprop
-from mlptrain.metrics import compute_metrics, predict_classes
+from mlptrain.metrics import compute_metrics, dominant_class, predict_classes
 from mlptrain.regularizers import Net, Part, weight_stats
 from mlptrain.state import Clock, EarlyStopping, HistoryTable, Stop, Streams, Sums
 
@@ -442,6 +442,7 @@ class Step:
         self.net = Net(model, forward, loss_fn)
         self.classify = task.name in ("binary", "multiclass")
         self.task = task.name
+        self.soft = any(part.soft_targets for part in self.parts)  # train/accuracy: against the dominant class
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, rows: int) -> Optional[torch.Tensor]:
         model, optimizer, scaler, loop, manual = self.model, self.optimizer, self.scaler, self.loop, self.manual
@@ -490,7 +491,8 @@ class Step:
         if penalty is not None:
             self.sums.penalty.add_(penalty.detach(), alpha=rows)
         if self.classify:
-            self.sums.correct.add_((predict_classes(self.task, logits.detach()).view(-1) == yb.view(-1)).sum())
+            labels = dominant_class(self.task, yb) if self.soft else yb
+            self.sums.correct.add_((predict_classes(self.task, logits.detach()).view(-1) == labels.view(-1)).sum())
         return detached
 
 

@@ -2,8 +2,10 @@
 
 Every loss takes raw logits (the model's linear output) and the targets in the task's layout:
 binary float [N, 1] of 0/1, multiclass long [N] of class indices, multilabel float [N, L] of 0/1,
-regression float [N, D]. Folding the sigmoid/softmax into the loss keeps it numerically stable
-(log-softmax instead of log(softmax)). ``mse`` on a classification task is the notes' squared
+regression float [N, D]. Under ``augment.mixup`` a batch's targets are mixtures: multiclass float
+[N, K] class probabilities (cross_entropy, kl_div and mse take them; nll and hinge read indices, and
+the plan refuses mixup with them), and binary/multilabel targets in [0, 1]. Folding the
+sigmoid/softmax into the loss keeps it numerically stable (log-softmax instead of log(softmax)). ``mse`` on a classification task is the notes' squared
 error of the output unit's probabilities against one-hot targets (it saturates where
 cross-entropy does not: that is the point of running it).
 """
@@ -22,10 +24,11 @@ from mlptrain.tasks import class_weights, loss_name
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _one_hot(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+def _one_hot(logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Class indices as one-hot rows (class probabilities, mixup's, as they are), smoothed toward 1/K."""
     k = logits.shape[-1]
-    target = F.one_hot(y, k).to(logits.dtype)
-    return target * (1 - smoothing) + smoothing / k
+    target = y.to(logits.dtype) if y.is_floating_point() else F.one_hot(y, k).to(logits.dtype)
+    return target * (1 - smoothing) + smoothing / k if smoothing else target
 
 
 def bce(smoothing: float) -> LossFn:
@@ -54,7 +57,7 @@ def squared_error(task: str) -> LossFn:
     """Mean squared error of what the output unit gives: values for regression; for classification the
     sigmoid/softmax probabilities against 0/1 (one-hot) targets, averaged over rows and outputs."""
     if task == "multiclass":
-        return lambda z, y: F.mse_loss(torch.softmax(z, dim=-1), F.one_hot(y, z.shape[-1]).to(z.dtype))
+        return lambda z, y: F.mse_loss(torch.softmax(z, dim=-1), _one_hot(z, y))
     if task in ("binary", "multilabel"):
         return lambda z, y: F.mse_loss(torch.sigmoid(z), y)
     return F.mse_loss

@@ -11,6 +11,14 @@ def predict_classes(task: str, logits: torch.Tensor) -> torch.Tensor:
     return (logits > 0).long()
 
 
+def dominant_class(task: str, y: torch.Tensor) -> torch.Tensor:
+    """The class a mixed target (mixup's) leans to: the argmax of multiclass class probabilities, a binary
+    target rounded; that is the label of the row that had the larger share λ. Hard labels stay as they are."""
+    if not y.is_floating_point() or task not in ("binary", "multiclass"):
+        return y
+    return y.argmax(dim=-1) if task == "multiclass" else (y > 0.5).to(y.dtype)
+
+
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
     """k x k counts, rows = true class, columns = predicted class."""
     idx = target.long().reshape(-1) * k + pred.long().reshape(-1)

@@ -41,6 +41,9 @@ class PartInfo:
 # regularizers.BUILDERS builds each from the spec.
 PARTS: dict[str, PartInfo] = {
     "augment": PartInfo(Needs(stream=True, seed_offset=7919, graph=False), lambda spec: spec.augment.active),
+    # the targets' side of augmentation: after the inputs' changes, label noise before mixing
+    "label_noise": PartInfo(Needs(stream=True, seed_offset=1299709, graph=False), lambda spec: spec.augment.label_noise > 0),
+    "mixup": PartInfo(Needs(stream=True, seed_offset=15485863, graph=False), lambda spec: spec.augment.mixup > 0),
     # the hand-written backward pass reads layer.weight, which holds the noisy weights until after_backward
     "weight_noise": PartInfo(Needs(stream=True, seed_offset=104729, graph=False),
                              lambda spec: spec.regularization.weight_noise > 0),
@@ -155,6 +158,7 @@ def check(spec: Spec, prepared: Any) -> Plan:
         raise ConfigError("; ".join(inert))
     loss = tasks.loss_name(spec.loss, prepared.task)
     weights = tasks.class_weights(spec.loss, loss, prepared.task, st.get("class_names"), st.get("class_counts"))
+    spec.augment.check_task(prepared.task, loss, weights is not None)
     parts = active_parts(spec)
     manual = manual_blocker(spec, loss, spec.train.precision, parts, prepared.task)
     if spec.train.backprop == "manual" and manual is not None:

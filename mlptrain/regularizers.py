@@ -42,6 +42,7 @@ class Part:
 
     name = ""
     rng: Optional[torch.Generator] = None
+    soft_targets = False  # its batch's targets are mixtures (class probabilities): accuracy counts their argmax
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch the step trains on (a changed copy; never the data in place)."""
@@ -83,6 +84,37 @@ class Augment(Part):
 
     def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.apply(x, self.rng), y
+
+
+class LabelNoise(Part):
+    """A fraction of each batch's labels replaced by uniformly drawn classes (augment.label_noise)."""
+
+    name = "label_noise"
+
+    def __init__(self, fraction: float, n_classes: int):
+        self.fraction, self.n_classes = fraction, n_classes
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, augment.label_noise(y, self.fraction, self.n_classes, self.rng)
+
+
+class Mixup(Part):
+    """Rows and targets of each batch mixed in pairs (augment.mixup); the loss takes the mixed targets:
+    class probabilities [N, K] for multiclass, mixed 0/1 targets or values otherwise."""
+
+    name = "mixup"
+    soft_targets = True
+
+    def __init__(self, alpha: float, n_classes: Optional[int]):
+        self.alpha, self.n_classes = alpha, n_classes
+
+    def batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mixed_x, mixed_y, _, _ = augment.mixup(x, y, self.alpha, self.n_classes, self.rng)
+        return mixed_x, mixed_y
+
+
+def _classes(st: dict[str, Any]) -> int:
+    return len(st["class_names"])
 
 
 class Adversarial(Part):
@@ -220,6 +252,8 @@ def weight_stats(model: nn.Module) -> dict[str, float]:
 # part name (plan.PARTS) -> (spec, the data's preprocessing state, training device) -> the part
 BUILDERS: dict[str, Callable[[Spec, dict[str, Any], torch.device], Part]] = {
     "augment": lambda spec, st, device: Augment(augment.build(spec.augment, st.get("image_shape"), st["scaler"], device)),
+    "label_noise": lambda spec, st, device: LabelNoise(spec.augment.label_noise, _classes(st)),
+    "mixup": lambda spec, st, device: Mixup(spec.augment.mixup, _classes(st) if st["task"] == "multiclass" else None),
     "adversarial": lambda spec, st, device: Adversarial(spec.adversarial, attacks.space(st, device)),
     "weight_noise": lambda spec, st, device: WeightNoise(spec.regularization.weight_noise),
     "penalty": lambda spec, st, device: Penalty(spec.regularization.l1, spec.regularization.l2, spec.regularization.include_bias),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from mlptrain import pipeline
+from mlptrain import checkpoint, pipeline
 from mlptrain.backprop import DERIVATIVES, LOSS_GRADIENTS, Backprop
 from mlptrain.cli import main
 from mlptrain.config import LossSpec, ModelSpec, validate_dict
@@ -209,3 +210,44 @@ def test_validate_refuses_backprop_manual_where_fit_would(write_config, capsys):
     cfg = write_config("data: {name: moons}\nmodel: {activation: prelu}\ntrain: {backprop: manual}\n")
     assert main(["validate", str(cfg)]) == 2
     assert "train.backprop: manual does not cover the layer act1 (PReLU); set train.backprop: auto" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_on_mixed_class_probabilities_matches_autograd(smoothing):
+    """mixup's targets are class probabilities: softmax(z) minus the (smoothed) target, as autograd finds."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(17, 5, generator=g, requires_grad=True)
+    t = torch.softmax(torch.randn(17, 5, generator=g) * 3, dim=1)
+    ref = torch.nn.functional.cross_entropy(z, t, label_smoothing=smoothing)
+    ref.backward()
+    value, delta = LOSS_GRADIENTS["cross_entropy"](z.detach(), t, LossSpec(label_smoothing=smoothing))
+    assert value.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(delta, z.grad, rtol=1e-6, atol=1e-8)
+
+
+def _fit_raw(tmp_path: Path, name: str, raw: dict) -> Any:
+    spec = validate_dict(raw)
+    return pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / name), "cpu")
+
+
+AUGMENTED = {
+    "augment (rotate, scale, elastic, crop) on digits": ({"name": "digits"}, {"rotate": 10.0, "scale": [0.9, 1.1],
+                                                          "elastic": {"alpha": 2.0, "sigma": 1.5}, "crop": 1}),
+    "label_noise": (TINY["data"], {"label_noise": 0.3}),
+    "mixup, cross_entropy": (TINY["data"], {"mixup": 0.4}),
+    "mixup, bce": ({"name": "moons", "n_samples": 200}, {"mixup": 0.4}),
+    "mixup, mse on values": ({"name": "sine", "n_samples": 200}, {"mixup": 0.4}),
+}
+
+
+@pytest.mark.parametrize("data, augment", AUGMENTED.values(), ids=AUGMENTED.keys())
+def test_each_augment_part_trains_under_auto_to_autograds_weights(data, augment, tmp_path):
+    raw = {**json.loads(json.dumps(TINY)), "data": data, "augment": augment}
+    raw["train"]["epochs"] = 2
+    auto = _fit_raw(tmp_path, "auto", raw)
+    raw["train"]["backprop"] = "autograd"
+    reference = _fit_raw(tmp_path, "autograd", raw)
+    assert (auto.summary["backprop"], reference.summary["backprop"]) == ("manual", "autograd")
+    a, b = (checkpoint.load(o.run_dir / "checkpoints" / "last.pt")["model"] for o in (auto, reference))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)

@@ -117,6 +117,7 @@ SPECIAL: dict[tuple[type, str], Optional[st.SearchStrategy]] = {
     (TrainSpec, "device"): st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "cuda:3"]),
     (TrainSpec, "precision"): st.sampled_from(["32", 32, "bf16-mixed", "16-mixed"]),
     (OptimizerSpec, "betas"): st.tuples(st.floats(0.0, 0.999), st.floats(0.0, 0.999)),
+    (config.AugmentSpec, "scale"): st.none() | st.tuples(st.floats(0.5, 1.0), st.floats(1.0, 2.0)),  # 0 < min <= max
     (OptimizerSpec, "nesterov"): st.just(False),  # needs sgd with momentum: valid_config sets it then
     (config.CheckpointSpec, "every_steps"): st.none(),  # needs save_last: valid_config sets it then
     (LossSpec, "class_weight"): st.none() | st.just("balanced") | st.dictionaries(

@@ -529,6 +529,13 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "augment.hflip": C(False, True, F, "metrics", data__name="mnist", data__root="@img_a"),
     "augment.shift": C(0, 2, F, "metrics", data__name="mnist", data__root="@img_a"),
     "augment.noise": C(0.0, 0.5, F, "metrics"),
+    "augment.rotate": C(0.0, 30.0, F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.scale": C(None, [0.8, 1.2], F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.elastic.alpha": C(0.0, 8.0, F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.elastic.sigma": C(4.0, 1.0, F, "metrics", data__name="mnist", data__root="@img_a", augment__elastic__alpha=8.0),
+    "augment.crop": C(0, 2, F, "metrics", data__name="mnist", data__root="@img_a"),
+    "augment.label_noise": C(0.0, 0.3, F, "metrics"),
+    "augment.mixup": C(0.0, 0.4, F, "metrics"),
     # adversarial --------------------------------------------------------------------------------
     "adversarial.method": [C(None, "fgsm", F, "metrics", label="on", adversarial__epsilon=0.3),
                            C("fgsm", "pgd", F, "metrics", label="pgd", adversarial__epsilon=0.3)],

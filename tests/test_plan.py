@@ -25,6 +25,10 @@ BAD_SPECS = {
     "manual backprop": "data: {name: moons}\nmodel: {norm: layer}\ntrain: {backprop: manual, epochs: 1}\n",
     "manual backprop of a penalty": "data: {name: moons}\nregularization: {l1: 0.01}\ntrain: {backprop: manual, epochs: 1}\n",
     "include_bias without a penalty": "data: {name: moons}\nregularization: {include_bias: true}\n",
+    "label noise on regression": "data: {name: sine}\naugment: {label_noise: 0.1}\n",
+    "mixup with hinge": "data: {name: moons}\nloss: hinge\naugment: {mixup: 0.4}\n",
+    "mixup with class weights": "data: {name: moons}\nloss: {class_weight: balanced}\naugment: {mixup: 0.4}\n",
+    "rotate on tabular data": "data: {name: moons}\naugment: {rotate: 10}\n",
 }
 
 
@@ -45,6 +49,15 @@ def test_validate_names_the_parts_and_the_step_path(write_config, capsys):
     assert main(["validate", str(write_config("data: {name: moons}\nmodel: {norm: batch}\ntrain: {cuda_graph: true}\n"))]) == 0
     assert "step: parts none; backprop autograd (manual backprop does not cover the layer norm1 (BatchNorm1d)); cuda graph on CUDA" \
         in capsys.readouterr().out
+
+
+def test_validate_names_the_augment_parts_in_step_order(write_config, capsys):
+    cfg = write_config("data: {name: digits}\naugment: {mixup: 0.2, label_noise: 0.1, rotate: 10, elastic: {alpha: 2}}\n"
+                       "train: {cuda_graph: true}\n")
+    assert main(["validate", str(cfg)]) == 0
+    assert "step: parts augment, label_noise, mixup; backprop manual; cuda graph off: augment" in capsys.readouterr().out
+    assert main(["validate", str(write_config("data: {name: moons}\naugment: {label_noise: 0.1}\n"))]) == 0
+    assert "step: parts label_noise; backprop manual" in capsys.readouterr().out
 
 
 def test_a_part_declared_as_needing_autograd_or_no_graph_keeps_both_fast_paths_off(monkeypatch):

@@ -724,3 +724,18 @@ def test_wall_seconds_of_a_resumed_run_counts_every_session(tmp_path):
     done = _resume(tmp_path / "stopped")
     s = done.summary
     assert s["wall_seconds"] >= s["train_seconds"] + s["val_seconds"] and s["wall_seconds"] > seconds["wall"]
+
+
+@pytest.mark.parametrize("augment", [{"label_noise": 0.3}, {"mixup": 0.4}, {"label_noise": 0.2, "mixup": 0.4}],
+                         ids=["label-noise", "mixup", "both"])
+def test_label_noise_and_mixup_change_the_trajectory_and_are_reproduced_exactly_on_resume(augment, tmp_path):
+    raw = {**SGD_MOMENTUM, "augment": augment}
+    plain = _run(SGD_MOMENTUM, tmp_path, "plain")
+    whole = _run(raw, tmp_path, "whole")
+    assert plain.metrics != whole.metrics
+    assert [r["train/loss"] for r in runs.read_metrics(plain.run_dir)] != [r["train/loss"] for r in runs.read_metrics(whole.run_dir)]
+    path = _interrupted(raw, tmp_path, "stopped", 13)  # mid-epoch (7 steps an epoch)
+    streams = checkpoint.load(path / "checkpoints" / "last.pt")["resume"]["rng"]["generators"]
+    assert set(augment) <= set(streams)  # each part's own stream, saved under its name
+    resumed = _resume(path)
+    assert_same_run(whole.run_dir, path, whole, resumed)
