@@ -45,39 +45,55 @@ def translate(
     return padded.gather(2, index[:, None, :].expand(b, c, h * w)).reshape(b, c, h, w)
 
 
-def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
-    """[B, K, H, W] smoothed by a normalized Gaussian of ``sigma`` pixels (separable, black beyond the border,
-    as scipy's ``gaussian_filter(mode="constant")`` that Simard-style code uses); truncated at 3 sigma."""
-    b, k, h, w = field.shape
-    radius = max(1, min(int(3 * sigma + 0.5), max(h, w) - 1))
-    offsets = torch.arange(-radius, radius + 1, device=field.device, dtype=field.dtype)
+def gaussian_band(n: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """[n, n]: a normalized Gaussian of ``sigma`` pixels, truncated at 3 sigma, as a banded matrix: its product
+    with a row of n pixels is that row smoothed, black beyond the border (scipy's ``mode="constant"``)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    flat = field.reshape(b * k, 1, h, w)
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1), padding=(0, radius))
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1), padding=(radius, 0))
-    return flat.reshape(b, k, h, w)
+    i = torch.arange(n, device=device)
+    gap = i[None, :] - i[:, None]  # column minus row
+    return torch.where(gap.abs() <= radius, kernel[(gap + radius).clamp(0, 2 * radius)], 0.0)
+
+
+def gaussian_smooth(field: torch.Tensor, sigma: float, bands: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """[B, K, H, W] smoothed by ``gaussian_band`` along columns and rows: two matrix products, each one GEMM
+    over the batch (the CPU's convolution kernels are slow on images this small). ``bands``: the two
+    matrices, made once per run rather than once per batch."""
+    h, w = field.shape[-2:]
+    rows, cols = bands if bands is not None else (gaussian_band(h, sigma, field.device), gaussian_band(w, sigma, field.device))
+    across = (field.reshape(-1, w) @ cols.T).reshape(field.shape)
+    return (across.transpose(-1, -2).reshape(-1, h) @ rows.T).reshape(*field.shape[:-2], w, h).transpose(-1, -2)
+
+
+def pixel_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """[H*W, 3]: each pixel's centre in ``grid_sample``'s coordinates (align_corners=False), and a 1."""
+    ys = (2 * torch.arange(h, device=device, dtype=torch.float32) + 1) / h - 1
+    xs = (2 * torch.arange(w, device=device, dtype=torch.float32) + 1) / w - 1
+    return torch.stack([xs.repeat(h), ys.repeat_interleave(w), torch.ones(h * w, device=device)], dim=1)
 
 
 def warp(
     images: torch.Tensor, degrees: Optional[torch.Tensor] = None, zoom: Optional[torch.Tensor] = None,
-    displacement: Optional[torch.Tensor] = None,
+    displacement: Optional[torch.Tensor] = None, base: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Each image [C, H, W] of the batch rotated by its own ``degrees`` (counter-clockwise as shown, like
     torchvision's rotate) and zoomed about the centre by its own ``zoom`` (> 1 enlarges); then each output
     pixel reads the image at its own place plus ``displacement`` [B, 2, H, W] (x then y, in pixels, Simard
     et al.'s convention); bilinear, black outside the image.
 
-    One affine grid for the batch, the displacement added to it, one ``grid_sample``. The affine part
-    works in pixel units, so a rotation of a non-square image stays a rotation.
+    One affine grid for the batch (``F.affine_grid``'s, as one product with ``base``, the
+    ``pixel_grid`` made once per run), the displacement added to it, one ``grid_sample``. The affine
+    part works in pixel units, so a rotation of a non-square image stays a rotation.
     """
     b, c, h, w = images.shape
-    eye = torch.eye(2, device=images.device, dtype=images.dtype).expand(b, 2, 2)
-    linear = eye
+    linear = torch.eye(2, device=images.device, dtype=images.dtype).expand(b, 2, 2)
     if degrees is not None:
         t = torch.deg2rad(degrees.to(images.dtype))
         cos, sin = torch.cos(t), torch.sin(t)
-        # output pixel p reads the input at R(-t) p: the content turns by +t (y points down on screen)
+        # output pixel p reads the input at this matrix times p; with y pointing down on screen, that turns
+        # the content counter-clockwise by t (a test holds it to torch.rot90)
         linear = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
         if h != w:  # normalized coordinates are (x / (W/2), y / (H/2)): rotate in pixels, not in those
             to_px = torch.tensor([w / 2, h / 2], device=images.device, dtype=images.dtype)
@@ -85,18 +101,22 @@ def warp(
     if zoom is not None:
         linear = linear / zoom.to(images.dtype)[:, None, None]
     theta = torch.cat([linear, torch.zeros(b, 2, 1, device=images.device, dtype=images.dtype)], dim=2)
-    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    base = pixel_grid(h, w, images.device) if base is None else base
+    grid = (base @ theta.transpose(1, 2)).view(b, h, w, 2)
     if displacement is not None:  # pixels -> normalized units (align_corners=False: 2 / size per pixel)
         per_px = torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
         grid = grid + displacement.permute(0, 2, 3, 1) * per_px
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def elastic_field(b: int, h: int, w: int, spec: ElasticSpec, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def elastic_field(
+    b: int, h: int, w: int, spec: ElasticSpec, generator: torch.Generator, device: torch.device,
+    bands: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+) -> torch.Tensor:
     """Simard et al. (2003): displacements drawn from U(-1, 1) per pixel and axis, smoothed by a Gaussian
     of sigma, scaled by alpha: [B, 2, H, W] in pixels."""
     field = torch.rand((b, 2, h, w), generator=generator, device=device) * 2 - 1
-    return gaussian_smooth(field, spec.sigma) * spec.alpha
+    return gaussian_smooth(field, spec.sigma, bands) * spec.alpha
 
 
 def build(
@@ -110,9 +130,14 @@ def build(
     if not spec.active:
         return None
     moves = spec.shift or spec.crop  # padding N and cropping back is a shift of up to N (config refuses both)
-    warps = spec.rotate > 0 or spec.scale is not None or spec.elastic.alpha > 0
+    warps = any(spec.moves(key) for key in ("rotate", "scale", "elastic"))
     geometric = spec.hflip or moves > 0 or warps
     base = _unshifted(image_shape[1], image_shape[2], moves, device) if moves > 0 and image_shape else None
+    grid = bands = None
+    if warps and image_shape:  # made once: the pixel grid, the elastic field's Gaussian bands
+        h, w = int(image_shape[1]), int(image_shape[2])
+        grid = pixel_grid(h, w, device)
+        bands = (gaussian_band(h, spec.elastic.sigma, device), gaussian_band(w, spec.elastic.sigma, device))
     shift = scale = None
     if geometric and scaler.get("kind", "none") != "none":
         shift = torch.tensor(scaler["shift"], dtype=torch.float32, device=device)
@@ -130,7 +155,7 @@ def build(
                 d = torch.randint(-moves, moves + 1, (2, b), generator=generator, device=x.device)
                 images = translate(images, d[0], d[1], moves, base)
             if warps:
-                images = warp(images, *_draw_warp(spec, images.shape, generator))
+                images = warp(images, *_draw_warp(spec, images.shape, generator, bands), base=grid)
             x = images.reshape(b, -1)
             if scale is not None:
                 x = (x - shift) / scale
@@ -142,7 +167,7 @@ def build(
 
 
 def _draw_warp(
-    spec: AugmentSpec, shape: torch.Size, generator: torch.Generator
+    spec: AugmentSpec, shape: torch.Size, generator: torch.Generator, bands: Optional[tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
     """This batch's angles, zooms and displacement field (None for what is switched off), in that order."""
     b, _, h, w = shape
@@ -154,7 +179,7 @@ def _draw_warp(
         low, high = spec.scale
         zoom = low + (high - low) * torch.rand(b, generator=generator, device=device)
     if spec.elastic.alpha > 0:
-        field = elastic_field(b, h, w, spec.elastic, generator, device)
+        field = elastic_field(b, h, w, spec.elastic, generator, device, bands)
     return degrees, zoom, field
 
 
