@@ -1,7 +1,9 @@
-"""augment: flips, shifts and noise on training batches only, on the pictures, seeded."""
+"""augment: flips, shifts, rotations, zooms, elastic distortions, crops and noise on training batches only,
+on the pictures, seeded; label noise and mixup on the targets."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -191,6 +193,17 @@ def test_elastic_distortion_with_alpha_0_is_the_identity_and_alpha_scales_a_smoo
     assert AugmentSpec(elastic={"alpha": 0.0}).active is False
 
 
+@pytest.mark.parametrize("sigma", [0.5, 1.5, 4.0])
+def test_the_elastic_fields_smoothing_is_a_gaussian_convolution_with_black_borders(sigma):
+    field = torch.rand(3, 2, 9, 12, generator=gen(4))
+    radius = max(1, int(3 * sigma + 0.5))
+    kernel = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    conv = torch.nn.functional.conv2d(field.reshape(6, 1, 9, 12), kernel.view(1, 1, 1, -1), padding=(0, radius))
+    conv = torch.nn.functional.conv2d(conv, kernel.view(1, 1, -1, 1), padding=(radius, 0)).reshape(3, 2, 9, 12)
+    torch.testing.assert_close(augment.gaussian_smooth(field, sigma), conv)
+
+
 def test_crop_pads_and_cuts_a_window_back_so_content_moves_by_up_to_the_padding():
     x = _images(b=100, h=7, w=7)
     out = augment.build(AugmentSpec(crop=2), [1, 7, 7], NONE, CPU)(x, gen(0)).reshape(-1, 7, 7)
@@ -377,3 +390,17 @@ def test_training_accuracy_on_mixed_targets_counts_the_class_with_the_larger_sha
                 None, None, sums, Task("multiclass", 3))
     step(x, torch.zeros(4, dtype=torch.long), 4)
     assert float(sums.correct) == 2  # rows 0 and 2: their predictions are their mixtures' larger shares
+
+
+@pytest.mark.parametrize("config, part", [("label_noise", "label_noise"), ("mixup", "mixup"), ("augment", "augment")])
+def test_each_regularization_config_names_its_seed_and_trains_with_its_part(config, part, tmp_path, capsys):
+    from conftest import CONFIGS
+    from mlptrain.cli import main
+
+    path = CONFIGS / "regularization" / f"{config}.yaml"
+    assert "_" in path.read_text().split(".txt")[0] and "TensorBoard:" in path.read_text()  # the seed file, what to look at
+    assert main(["validate", str(path)]) == 0
+    assert f"step: parts {part}; backprop manual" in capsys.readouterr().out
+    assert main(["fit", str(path), "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=2"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["backprop"] == "manual" and "test" in summary["metrics"]

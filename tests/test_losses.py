@@ -274,3 +274,16 @@ def test_cross_entropy_learns_from_a_saturated_start_where_squared_error_on_prob
 
     assert train("bce") >= 0.95
     assert train("mse") < 0.2  # mostly still on the wrong side after 100 steps (it was 0.055)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "kl_div", "mse"])
+def test_multiclass_losses_take_mixups_class_probabilities(name):
+    """One-hot probabilities give the hard labels' loss; cross_entropy is linear in the target, so a mixture's
+    loss is the λ-weighted sum of its two labels' losses."""
+    g = torch.Generator().manual_seed(0)
+    z, a, b = torch.randn(16, 4, generator=g), torch.randint(0, 4, (16,), generator=g), torch.randint(0, 4, (16,), generator=g)
+    loss = LOSSES[name](LossSpec(name=name, label_smoothing=0.1 if name != "mse" else 0.0), "multiclass")
+    torch.testing.assert_close(loss(z, F.one_hot(a, 4).float()), loss(z, a))
+    if name == "cross_entropy":
+        mixed = 0.3 * F.one_hot(a, 4).float() + 0.7 * F.one_hot(b, 4).float()
+        torch.testing.assert_close(loss(z, mixed), 0.3 * loss(z, a) + 0.7 * loss(z, b))
