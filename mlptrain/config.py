@@ -896,7 +896,11 @@ def _safe_load(text: str) -> Any:
             depth -= 1
     _check_unique_keys(text)
     try:
-        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: plain data only
+        loader = ConfigLoader(text)  # a SafeLoader: plain data only
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError:
         raise
     except (ValueError, IndexError, TypeError, OverflowError) as exc:  # PyYAML's constructors on e.g. an empty `!!float`
