@@ -107,42 +107,43 @@ def test_moving_pixels_of_data_without_images_is_refused_in_one_line(key):
         assert "\n" not in msg and f"augment.{key}" in msg and "'iris' has no image shape" in msg and "digits" in msg
 
 
+def _spy_batches(raw: dict, tmp_path, name: str) -> tuple[dict, list[torch.Tensor], list[torch.Tensor]]:
+    """(test metrics, the inputs of every training forward, of every evaluation forward) of a run."""
+    seen: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
+    original = pipeline.build
+
+    def build(*args, **kwargs):
+        built = original(*args, **kwargs)
+        forward = built.model.forward
+
+        def spy(x):
+            seen["train" if built.model.training else "eval"].append(x.detach().clone())
+            return forward(x)
+
+        built.model.forward = spy
+        return built
+
+    spec = validate_dict(raw, "t")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "build", build)
+        out = pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / name), "cpu")
+    return out.metrics, seen["train"], seen["eval"]
+
+
 def test_training_on_images_sees_augmented_batches_and_evaluation_does_not(tmp_path):
     write_mnist(tmp_path, n_train=60, n_test=20, size=8)
     raw = {"data": {"name": "mnist", "root": str(tmp_path)}, "model": {"hidden": [8]},
            "train": {"epochs": 2, "batch_size": 16, "device": "cpu", "backprop": "autograd"},  # the spy wraps model.forward
            "logging": {"tensorboard": False, "progress": "none"}}
-    seen: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
 
-    def run(augmented: bool) -> dict:
-        spec = validate_dict({**raw, "augment": {"hflip": augmented, "shift": 2 if augmented else 0}}, "t")
-        original = pipeline.build
+    def run(augmented: bool) -> tuple[dict, list[torch.Tensor], list[torch.Tensor]]:
+        return _spy_batches({**raw, "augment": {"hflip": augmented, "shift": 2 if augmented else 0}}, tmp_path, f"run{augmented}")
 
-        def build(*args, **kwargs):
-            built = original(*args, **kwargs)
-            forward = built.model.forward
-
-            def spy(x):
-                seen["train" if built.model.training else "eval"].append(x.detach().clone())
-                return forward(x)
-
-            built.model.forward = spy
-            return built
-
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(pipeline, "build", build)
-            out = pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / f"run{augmented}"), "cpu")
-        return out.metrics
-
-    plain = run(False)
-    plain_batches = [t for t in seen["train"]]
-    plain_eval = [t for t in seen["eval"]]
-    seen["train"].clear()
-    seen["eval"].clear()
-    augmented = run(True)
+    plain, plain_batches, plain_eval = run(False)
+    augmented, batches, evals = run(True)
     assert plain != augmented
-    assert not torch.equal(torch.cat(plain_batches), torch.cat(seen["train"]))  # same rows, same order: moved pixels
-    assert torch.equal(plain_eval[0], seen["eval"][0])  # the first evaluation sees the data as it is
+    assert not torch.equal(torch.cat(plain_batches), torch.cat(batches))  # same rows, same order: moved pixels
+    assert torch.equal(plain_eval[0], evals[0])  # the first evaluation sees the data as it is
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,29 +231,6 @@ def test_crop_with_shift_and_a_crop_as_large_as_the_image_are_refused_in_one_lin
         with pytest.raises(ConfigError, match=words) as exc:
             describe(spec)
         assert "\n" not in str(exc.value)
-
-
-def _spy_batches(raw: dict, tmp_path, name: str) -> tuple[dict, list[torch.Tensor], list[torch.Tensor]]:
-    """(test metrics, the inputs of every training forward, of every evaluation forward) of a run."""
-    seen: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
-    original = pipeline.build
-
-    def build(*args, **kwargs):
-        built = original(*args, **kwargs)
-        forward = built.model.forward
-
-        def spy(x):
-            seen["train" if built.model.training else "eval"].append(x.detach().clone())
-            return forward(x)
-
-        built.model.forward = spy
-        return built
-
-    spec = validate_dict(raw, "t")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "build", build)
-        out = pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / name), "cpu")
-    return out.metrics, seen["train"], seen["eval"]
 
 
 @pytest.mark.parametrize("data", ["digits", "fashion_mnist"])
