@@ -438,6 +438,11 @@ class RegularizationSpec(Section):
         return self.l1 > 0 or self.l2 > 0
 
     @property
+    def adds_loss_terms(self) -> bool:
+        """The loss gains a penalty (l1, l2, activation_l1): train/data_loss and train/penalty are logged."""
+        return self.penalized or self.activation_l1 > 0
+
+    @property
     def active(self) -> bool:
         return self.penalized or self.max_norm is not None or self.activation_l1 > 0 or self.weight_noise > 0
 
@@ -650,7 +655,7 @@ class EarlyStoppingSpec(Section):
     """Stop when the monitored metric stops improving (Keras names)."""
 
     enabled: bool = Field(True, description="Stop early; when false, train all epochs (best.pt is still kept).")
-    monitor: str = Field("val/loss", description="Metric to watch: `train/<m>` or `val/<m>` (or `lr`), e.g. val/accuracy; it also picks best.pt.")
+    monitor: str = Field("val/loss", description="Metric to watch: any name an epoch logs (`train/<m>`, `val/<m>`, `lr`, and with a regularizer `train/penalty`, `weights/<m>`; `validate` lists them), e.g. val/accuracy; it also picks best.pt.")
     mode: Literal["auto", "min", "max"] = Field(
         "auto", description="Whether lower or higher is better; auto: max for accuracy/precision/recall/f1/r2."
     )

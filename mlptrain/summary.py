@@ -104,7 +104,7 @@ def describe(spec: Spec) -> dict[str, Any]:
         "rows": {k: (0 if getattr(p, k) is None else len(getattr(p, k).y)) for k in ("train", "val", "test")},
         "layers": layers,
         "parameters": count(layers),
-        "metrics": tasks.logged_names(p.task, p.val is not None),
+        "metrics": tasks.logged_names(p.task, p.val is not None, spec.regularization),
         "monitor": verdict.monitor,
         "columns": p.columns,  # csv/parquet: [{column, role, dtype, kind, missing}]; None for other data
         "step": step_path(spec, verdict),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from mlptrain.config import LossSpec, Spec, unused_keys
+from mlptrain.config import LossSpec, RegularizationSpec, Spec, unused_keys
 from mlptrain.errors import ConfigError
 
 # The notes' table: task -> default loss (the output unit follows from the task: sigmoid, softmax, linear).
@@ -91,12 +91,19 @@ def class_weights(
     return [float(cw.get(c, 1.0)) for c in names]
 
 
-def logged_names(task: str, has_val: bool) -> list[str]:
-    """Every metric name a run logs per epoch (what `monitor` may name)."""
-    names = ["train/loss"] + (["train/accuracy"] if task in ("binary", "multiclass") else [])
+def logged_names(task: str, has_val: bool, reg: Optional[RegularizationSpec] = None) -> list[str]:
+    """Every metric name a run logs per epoch (what `monitor` may name), in metrics.csv's order; ``reg``
+    adds what the regularizers log (the loss's two halves, the weights' statistics)."""
+    names = ["train/loss"]
+    if reg is not None and reg.adds_loss_terms:
+        names += ["train/data_loss", "train/penalty"]
+    names += ["train/accuracy"] if task in ("binary", "multiclass") else []
     if has_val:
         names += ["val/loss"] + [f"val/{m}" for m in METRICS_BY_TASK[task]]
-    return names + ["lr"]
+    names.append("lr")
+    if reg is not None and reg.active:
+        names += ["weights/small_fraction", "weights/max_unit_norm"]
+    return names
 
 
 def main_metric(logged: Iterable[str]) -> Optional[str]:
@@ -116,9 +123,9 @@ def metric_mode(name: str) -> str:
     return "max" if name.split("/")[-1] in HIGHER_IS_BETTER else "min"
 
 
-def _monitor(name: str, task: str, has_val: bool, key: str) -> str:
+def _monitor(name: str, task: str, has_val: bool, key: str, reg: RegularizationSpec) -> str:
     name = monitor_key(name)
-    valid = logged_names(task, has_val)
+    valid = logged_names(task, has_val, reg)
     if name not in valid:
         hint = " (the data has no validation split: set data.split.val > 0)" if name.startswith("val/") and not has_val else ""
         raise ConfigError(f"{key} = '{name}' is not a logged metric{hint}; choose one of: {', '.join(valid)}")
@@ -132,10 +139,10 @@ def monitors(spec: Spec, task: str, has_val: bool) -> tuple[str, str, str, str]:
     from that metric's name.
     """
     es = spec.train.early_stopping
-    monitor = _monitor(es.monitor, task, has_val, "train.early_stopping.monitor")
+    monitor = _monitor(es.monitor, task, has_val, "train.early_stopping.monitor", spec.regularization)
     mode = metric_mode(monitor) if es.mode == "auto" else es.mode
     sched = spec.scheduler
     if not sched.monitor:
         return monitor, mode, monitor, mode
-    plateau = _monitor(sched.monitor, task, has_val, "scheduler.monitor")
+    plateau = _monitor(sched.monitor, task, has_val, "scheduler.monitor", spec.regularization)
     return monitor, mode, plateau, mode if plateau == monitor else metric_mode(plateau)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fakegraph import fake_cuda_graphs
-from mlptrain import checkpoint, pipeline, runs
+from mlptrain import checkpoint, pipeline, runs, tasks
 from mlptrain.cli import main
 from mlptrain.backprop import Backprop
 from mlptrain.config import SchedulerSpec, validate_dict
@@ -257,6 +257,22 @@ def test_penalties_and_max_norm_run_inside_the_cuda_graph_and_weight_noise_steps
     with fake_cuda_graphs():
         noisy = _run(_with(raw, regularization__weight_noise=0.05), tmp_path, "noisy")
     assert noisy.summary["cuda_graph"] == "off: weight_noise"
+
+
+def test_what_the_regularizers_log_is_what_validate_lists_and_early_stopping_may_watch(tmp_path, write_config, capsys):
+    """train/data_loss, train/penalty and the weights' statistics are metrics like the others: listed by
+    validate in metrics.csv's order, and a monitor may name them."""
+    raw = _with(BASE, regularization__l2=0.01, regularization__max_norm=2.0,
+                train__early_stopping={"monitor": "train/data_loss", "patience": 50})
+    outcome = _run(raw, tmp_path, "watched")
+    columns = list(runs.read_metrics(outcome.run_dir)[0])
+    listed = tasks.logged_names("multiclass", True, validate_dict(raw).regularization)
+    assert listed == [c for c in columns if c in listed] and {"train/data_loss", "weights/max_unit_norm"} <= set(listed)
+    assert set(columns) - set(listed) == {"epoch", "epoch_seconds"}, set(columns) - set(listed)
+    assert "train/penalty" not in tasks.logged_names("multiclass", True, validate_dict(_with(BASE, regularization__max_norm=2.0)).regularization)
+    assert main(["validate", str(write_config("data: {name: moons}\nregularization: {activation_l1: 0.01}\n"
+                                              "train: {early_stopping: {monitor: train/penalty}}\n"))]) == 0
+    assert "train/penalty" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------
