@@ -446,12 +446,6 @@ class RegularizationSpec(Section):
     def active(self) -> bool:
         return self.penalized or self.max_norm is not None or self.activation_l1 > 0 or self.weight_noise > 0
 
-    @model_validator(mode="after")
-    def _bias_needs_a_penalty(self) -> "RegularizationSpec":
-        if self.include_bias and not self.penalized:
-            raise ValueError("regularization.include_bias: true changes nothing while l1 and l2 are 0 (it adds the "
-                             "biases to their penalties): set regularization.l1 or l2, or remove it")
-        return self
 
 
 class ActivationSpec(NamedSection):
@@ -1181,9 +1175,12 @@ class InertKey:
     readers: tuple[Any, ...]
     reads: str = ""  # where no list of values reads the key: which do, in words ("only hidden layers read it")
     fix: str = ""  # and what to set then
+    choice: str = ""  # where several keys decide together: the choice, in words ("regularization.l1 and l2 = 0")
 
     def _choice(self) -> tuple[str, str]:
         """The choice made and which choices read the key, in the config's own spelling."""
+        if self.choice:
+            return self.choice, self.reads
         if self.reads:
             return f"{dotted(self.by)} = {_shown(self.chosen)}", self.reads
         if isinstance(self.chosen, bool):
@@ -1194,6 +1191,9 @@ class InertKey:
         verb = "reads" if len(self.readers) == 1 else "read"
         return f"{dotted(self.by)} '{self.chosen}'", f"only {', '.join(map(_yaml_value, self.readers))} {verb} it"
 
+    def _value(self) -> str:
+        return _yaml_value(self.value) if isinstance(self.value, bool) else _shown(self.value)
+
     def error(self) -> str:
         choice, readers = self._choice()
         if self.fix:
@@ -1202,11 +1202,11 @@ class InertKey:
             fix = f"set {dotted(self.by)}: {_yaml_value(not self.chosen if isinstance(self.chosen, bool) else self.readers[0])}"
         else:
             fix = "pick one of those"
-        return f"{dotted(self.key)} = {_shown(self.value)} changes nothing with {choice} ({readers}): remove it, or {fix}"
+        return f"{dotted(self.key)} = {self._value()} changes nothing with {choice} ({readers}): remove it, or {fix}"
 
     def warning(self) -> str:
         choice, readers = self._choice()
-        return f"{dotted(self.key)} = {_shown(self.value)} is ignored with {choice} from --set ({readers})"
+        return f"{dotted(self.key)} = {self._value()} is ignored with {choice} from --set ({readers})"
 
 
 def _choice(section: Section, key: str, name: Optional[str] = None) -> tuple[str, Any, tuple[Any, ...]]:
@@ -1250,7 +1250,7 @@ def _sections(spec: Spec) -> list[tuple[Section, Loc]]:
 def _shape_inert(spec: Spec) -> list[InertKey]:
     """Keys away from their defaults that the network's or the batch's shape leaves unread: a model without
     hidden layers has no activation, dropout or norm between layers, nor hidden activations to penalize;
-    a full batch leaves no last batch to drop."""
+    a full batch leaves no last batch to drop; include_bias has no penalty to add the biases to."""
     model, found = spec.model, []
     if not model.hidden:
         fields = type(model).model_fields
@@ -1263,6 +1263,10 @@ def _shape_inert(spec: Spec) -> list[InertKey]:
         if spec.regularization.activation_l1:
             found.append(InertKey(("regularization", "activation_l1"), ("model", "hidden"), spec.regularization.activation_l1,
                                   [], (), "only hidden layers read it", "give model.hidden some layers"))
+    if spec.regularization.include_bias and not spec.regularization.penalized:
+        found.append(InertKey(("regularization", "include_bias"), ("regularization",), True, None, (),
+                              "it adds the biases to their penalties", "set regularization.l1 or l2",
+                              choice="regularization.l1 and l2 = 0"))
     if spec.train.batch_size == "full" and spec.train.drop_last:
         found.append(InertKey(("train", "drop_last"), ("train", "batch_size"), True, "full", (),
                               "a full batch leaves no last batch to drop", "give train.batch_size a number"))

@@ -159,9 +159,9 @@ INERT = {
     "dropout without hidden layers": ("model: {hidden: [], dropout: 0.3}", "model.dropout = 0.3 changes nothing with model.hidden = []"),
     "activation without hidden layers": ("model: {hidden: [], activation: tanh}", "model.activation = 'tanh' changes nothing"),
     "norm without hidden layers": ("model: {hidden: [], norm: batch}", "model.norm = 'batch' changes nothing"),
-    "drop_last with a full batch": ("train: {batch_size: full, drop_last: true}", "train.drop_last = True changes nothing with train.batch_size = 'full'"),
-    "scale_target on classification": ("data: {name: moons, scale_target: false}", "data.scale_target = False changes nothing with task = 'binary'"),
-    "stratify on regression": ("data: {name: sine, split: {stratify: false}}", "data.split.stratify = False changes nothing with task = 'regression'"),
+    "drop_last with a full batch": ("train: {batch_size: full, drop_last: true}", "train.drop_last = true changes nothing with train.batch_size = 'full'"),
+    "scale_target on classification": ("data: {name: moons, scale_target: false}", "data.scale_target = false changes nothing with task = 'binary'"),
+    "stratify on regression": ("data: {name: sine, split: {stratify: false}}", "data.split.stratify = false changes nothing with task = 'regression'"),
 }
 
 

@@ -293,8 +293,14 @@ def test_include_bias_without_a_penalty_is_refused_in_one_line(write_config, cap
     cfg = write_config("data: {name: moons}\nregularization: {include_bias: true, max_norm: 3}\n")
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "regularization.include_bias: true changes nothing while l1 and l2 are 0" in err[0], err
-    assert main(["validate", str(write_config("data: {name: moons}\nregularization: {include_bias: true, l1: 0.01}\n"))]) == 0
+    assert len(err) == 1 and ("regularization.include_bias = true changes nothing with regularization.l1 and l2 = 0 "
+                              "(it adds the biases to their penalties): remove it, or set regularization.l1 or l2") in err[0], err
+    penalized = write_config("data: {name: moons}\nregularization: {include_bias: true, l1: 0.01}\n")
+    assert main(["validate", str(penalized)]) == 0
+    capsys.readouterr()
+    # the run without the penalty, for comparison, is one --set away: a warning, not a refusal
+    assert main(["validate", str(penalized), "--set", "regularization.l1=0"]) == 0
+    assert "regularization.include_bias = true is ignored with regularization.l1 and l2 = 0 from --set" in capsys.readouterr().err
 
 
 def test_activation_l1_without_hidden_layers_is_refused_as_a_key_that_changes_nothing(write_config, capsys):
