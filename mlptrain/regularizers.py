@@ -170,6 +170,13 @@ class WeightNoise(Part):
 
     skipped = after_backward
 
+    def unperturbed(self, weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``weights`` (the noisy ones, between before_forward and after_backward) as their clean values,
+        with the gradient still flowing to the parameters: what a penalty on the weights must read."""
+        if len(self.clean) != len(weights):
+            return weights
+        return [w - (w.detach() - clean) for w, clean in zip(weights, self.clean)]
+
 
 class Penalty(Part):
     """λ₁ Σ|w| + (λ₂/2) Σ w² over the weight matrices (and the biases with include_bias), in the loss."""
@@ -178,9 +185,13 @@ class Penalty(Part):
 
     def __init__(self, l1: float, l2: float, include_bias: bool):
         self.l1, self.l2, self.include_bias = l1, l2, include_bias
+        # with weight_noise on, the objective is J(w + n) + Ω(w): the penalty reads the clean weights
+        self.noise: Optional[WeightNoise] = None
 
     def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
         params = linear_weights(model)
+        if self.noise is not None:
+            params = self.noise.unperturbed(params)
         if self.include_bias:
             params += [m.bias for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None]
         terms = []  # (the spec switches this part on only with l1 or l2 above 0)
@@ -263,5 +274,10 @@ BUILDERS: dict[str, Callable[[Spec, dict[str, Any], torch.device], Part]] = {
 
 
 def build(spec: Spec, names: list[str], data_state: dict[str, Any], device: torch.device) -> list[Part]:
-    """The parts ``plan.active_parts`` named, in step order."""
-    return [BUILDERS[name](spec, data_state, device) for name in names]
+    """The parts ``plan.active_parts`` named, in step order (a penalty told of the weight noise it must look past)."""
+    parts = [BUILDERS[name](spec, data_state, device) for name in names]
+    noise = next((p for p in parts if isinstance(p, WeightNoise)), None)
+    for part in parts:
+        if isinstance(part, Penalty):
+            part.noise = noise
+    return parts

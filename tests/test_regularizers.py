@@ -20,7 +20,7 @@ from mlptrain.backprop import Backprop
 from mlptrain.config import SchedulerSpec, validate_dict
 from mlptrain.engine import Loop, Task, fit
 from mlptrain.optim import LRSchedule
-from mlptrain.regularizers import ActivationL1, WeightNoise
+from mlptrain.regularizers import ActivationL1, WeightNoise, build
 from mlptrain.state import Sums
 from test_resume import _interrupted, _resume, _run, assert_same_run
 
@@ -169,6 +169,26 @@ def test_weight_noise_is_taken_off_before_the_update(path):
     assert result.skipped_batches == (4 if path == "skipped batch" else 0)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, start[k], rtol=0, atol=1e-9)
+
+
+def test_under_weight_noise_the_penalty_reads_the_clean_weights():
+    """J(w + n) + Ω(w): the data loss sees the noisy weights, the penalty (its value and its gradient) the clean ones."""
+    spec = validate_dict({"data": {"name": "moons"}, "regularization": {"l1": 0.01, "l2": 0.1, "weight_noise": 0.5}})
+    parts = build(spec, ["weight_noise", "penalty"], {}, torch.device("cpu"))
+    noise, penalty = parts
+    assert penalty.noise is noise
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    clean = [m.weight.detach().clone() for m in (model[0], model[2])]
+    noise.rng = torch.Generator().manual_seed(5)
+    noise.before_forward(model)
+    assert (model[0].weight - clean[0]).abs().max() > 0.1  # the forward would see noise
+    term = penalty.penalty(model)
+    term.backward()
+    expected = sum(0.01 * w.abs().sum() + 0.05 * w.square().sum() for w in clean)
+    torch.testing.assert_close(term.detach(), expected)
+    for m, w in zip((model[0], model[2]), clean):
+        torch.testing.assert_close(m.weight.grad, 0.01 * w.sign() + 0.1 * w)
 
 
 def test_activation_hooks_keep_only_training_forwards_and_are_gone_after_fit():
