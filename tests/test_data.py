@@ -707,6 +707,18 @@ def test_feature_count_mismatch_between_split_files(tmp_path):
         prep(name="npz", train_path=str(tmp_path / "train.npz"), val_path=str(tmp_path / "val.npz"))
 
 
+def test_an_npz_split_file_of_another_row_shape_is_refused(tmp_path):
+    """[N, 2, 8] beside training rows of [4, 4]: as many values, other features. Flat rows are taken."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.random((20, 4, 4)), y=np.arange(20) % 2)
+    np.savez(tmp_path / "val.npz", x=rng.random((6, 2, 8)), y=np.arange(6) % 2)
+    np.savez(tmp_path / "flat.npz", x=rng.random((6, 16)), y=np.arange(6) % 2)
+    with pytest.raises(DataError, match=r"val\.npz: x has shape \[N, 2, 8\], but the training file .*train\.npz has x of shape \[N, 4, 4\]"):
+        prep(name="npz", train_path=str(tmp_path / "train.npz"), val_path=str(tmp_path / "val.npz"))
+    p = prep(name="npz", train_path=str(tmp_path / "train.npz"), val_path=str(tmp_path / "flat.npz"))
+    assert p.val.x.shape == (6, 16)
+
+
 def test_npz_shape_errors(tmp_path):
     np.savez(tmp_path / "rows.npz", x=np.zeros((5, 2)), y=np.zeros(4))
     with pytest.raises(DataError, match=r"rows\.npz.*5 rows.*4"):

@@ -320,6 +320,7 @@ def prepare(
         if files[split] is not None:
             table = _load(split_spec, files[split])
             check_targets(table, str(files[split]))
+            _same_row_shape(files[split], table, source, main)
             rows[split] = _tab.apply_policy(table, spec.missing, str(files[split])) if tabular else table
     if main.extra.get("test") is not None:  # image sets: the official test set, not carved from the rows
         rows["test"] = main.extra["test"]
@@ -502,6 +503,17 @@ def read_inputs(path: Path, spec: DataSpec, state: dict[str, Any], need_target: 
 
 def _first_names(names: list[str]) -> str:
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _same_row_shape(path: Path, table: Table, source: str, main: Table) -> None:
+    """An NPZ split file's rows have the training file's shape, or are its rows flattened: rows of [2, 8]
+    beside training rows of [4, 4] have as many values but mean something else."""
+    shape, trained = table.extra.get("row_shape"), main.extra.get("row_shape")
+    if shape is None or trained is None or shape == trained or len(shape) == 1:  # flat: the width check follows
+        return
+    dims = lambda s: "[N, " + ", ".join(map(str, s)) + "]"  # noqa: E731
+    raise DataError(f"{path}: x has shape {dims(shape)}, but the training file {source} has x of shape {dims(trained)}; "
+                    "save every split with the training file's row shape (or its rows flattened)")
 
 
 def _check_row_shape(path: Path, shape: list[int], state: dict[str, Any]) -> None:
