@@ -211,3 +211,28 @@ def mixup(
     lx = lam.view(b, *([1] * (x.dim() - 1)))
     lt = lam.view(b, *([1] * (t.dim() - 1))).to(t.dtype)
     return lx * x + (1 - lx) * x[perm], lt * t + (1 - lt) * t[perm], lam, perm
+
+
+def examples(
+    apply: Augment, rows: torch.Tensor, image_shape: Sequence[int], scaler: dict[str, Any], seed: int, draws: int = 2,
+) -> torch.Tensor:
+    """What augmentation does to a few training images, as one picture [C, H', W'] for TensorBoard: the
+    images as read in the top row, ``draws`` augmented versions of each below, in pixels clipped to [0, 1].
+
+    The draws come from a generator of their own (``seed``), so the training step's stream is untouched."""
+    generator = torch.Generator(device=rows.device).manual_seed(seed)
+    c, h, w = (int(d) for d in image_shape)
+    versions = [rows] + [apply(rows, generator) for _ in range(draws)]
+    if scaler.get("kind", "none") != "none":
+        shift = torch.tensor(scaler["shift"], dtype=rows.dtype, device=rows.device)
+        scale = torch.tensor(scaler["scale"], dtype=rows.dtype, device=rows.device)
+        versions = [v * scale + shift for v in versions]
+    zoom = max(1, 28 // h)  # 8x8 digits drawn 3x as large: a card of readable size
+    pad = 1
+    row_pictures = []
+    for v in versions:
+        images = v.reshape(len(v), c, h, w).clamp(0, 1)
+        images = images.repeat_interleave(zoom, dim=2).repeat_interleave(zoom, dim=3)
+        images = F.pad(images, (pad, pad, pad, pad), value=0.5)  # a grey frame between images
+        row_pictures.append(torch.cat(list(images), dim=2))  # [C, H, N*W]
+    return torch.cat(row_pictures, dim=1).detach().float().cpu()

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
-from mlptrain import attacks, checkpoint, data as datamod, plan as plan_mod, regularizers
+from mlptrain import attacks, augment, checkpoint, data as datamod, plan as plan_mod, regularizers
 from mlptrain.backprop import Backprop
 from mlptrain.config import Spec, dump_yaml, spec_to_dict, validate_dict
 from mlptrain.engine import (
@@ -62,6 +62,16 @@ def resolve_device(name: str) -> torch.device:
             raise MlptrainError(f"device '{name}': only {torch.cuda.device_count()} CUDA device(s) present")
         return torch.device("cuda", index)  # with its index, so it compares equal to a tensor's .device
     return torch.device(name)
+
+
+def _augment_examples(run: Run, parts: list[Any], x: torch.Tensor, state: dict[str, Any], seed: int,
+                      device: torch.device) -> None:
+    """TensorBoard's picture of what `augment` does to the first training images (an image set's)."""
+    part = next((p for p in parts if isinstance(p, regularizers.Augment)), None)
+    if run.writer is None or part is None or "image_shape" not in state:
+        return
+    picture = augment.examples(part.apply, x[:8].to(device), state["image_shape"], state["scaler"], seed)
+    run.log_image("augment/examples", picture)
 
 
 def configure_torch(threads: Optional[int], device: torch.device) -> None:
@@ -298,6 +308,7 @@ def train(
     try:
         train_t = _tensors(prepared.train, device)
         loop.host_batches = train_t[0].device != device
+        _augment_examples(run, loop.parts, train_t[0], prepared.state, spec.train.seed, device)
         forward = maybe_compile(model, spec.train.compile, train_t[0], notify)
         loop.graph_off = plan_mod.graph_blocker(
             spec, verdict.parts, device=device.type, precision=loop.precision, host_resident=loop.host_batches,

@@ -503,6 +503,12 @@ class Run:
         if self._new("step/train_loss", step):
             self._scalars(step, {"step/train_loss": loss})
 
+    def log_image(self, tag: str, image: Any, step: int = 0) -> None:
+        """One picture [C, H, W] in [0, 1] (augmentation's examples), once: a resumed run has it already."""
+        if self._new(tag, step):
+            with self._events():
+                self.writer.add_image(tag, image, step)
+
     def log_histograms(self, epoch: int, tensors: Iterable[tuple[str, Any]]) -> None:
         for tag, tensor in tensors:
             if self._new(tag, epoch):

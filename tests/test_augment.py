@@ -382,3 +382,48 @@ def test_each_regularization_config_names_its_seed_and_trains_with_its_part(conf
     assert main(["fit", str(path), "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=2"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_run"] == 2 and summary["backprop"] == "manual" and "test" in summary["metrics"]
+
+
+def _event_images(run_dir) -> dict[str, Any]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    found = {}
+    for path in run_dir.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"images": 0})
+        acc.Reload()
+        found.update({tag: acc.Images(tag) for tag in acc.Tags()["images"]})
+    return found
+
+
+def test_tensorboard_shows_what_augment_does_and_training_draws_as_without_the_picture(tmp_path):
+    """augment/examples: the first training images as read, then two augmented draws of each. The picture
+    draws from a generator of its own: the run's weights are those of the same run without TensorBoard."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from mlptrain import checkpoint
+
+    raw = {**DIGITS_RUN, "augment": {"rotate": 15.0, "crop": 1}, "train": {**DIGITS_RUN["train"], "epochs": 1}}
+    state = pipeline.build(validate_dict(raw, "t")).prepared  # standardized rows: the picture shows pixels
+    scaler = state.state["scaler"]
+    first = (state.train.x[0] * np.asarray(scaler["scale"]) + np.asarray(scaler["shift"])).reshape(8, 8)
+    runs = {}
+    for board in (True, False):
+        spec = validate_dict({**raw, "logging": {"tensorboard": board, "progress": "none"}}, "t")
+        runs[board] = pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / str(board)), "cpu").run_dir
+    shown = _event_images(runs[True])["augment/examples"]
+    assert len(shown) == 1
+    picture = np.asarray(Image.open(io.BytesIO(shown[0].encoded_image_string)).convert("L"), np.float32) / 255
+    cell = 8 * 3 + 2  # digits drawn 3x as large, a 1-pixel frame around each
+    assert picture.shape == (3 * cell, 8 * cell)
+    rows = [picture[i * cell + 1:(i + 1) * cell - 1] for i in range(3)]
+    np.testing.assert_allclose(rows[0][::3, 1:25:3], first, atol=1 / 255 + 1e-6)  # the top row: the image as read
+    assert np.abs(rows[1] - rows[0]).max() > 0.2 and np.abs(rows[2] - rows[1]).max() > 0.2  # two other draws
+    weights = [checkpoint.load(d / "checkpoints" / "last.pt")["model"] for d in (runs[True], runs[False])]
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0)
+    spec = validate_dict({**DIGITS_RUN, "logging": {"tensorboard": True, "progress": "none"}}, "t")
+    plain = pipeline.train(spec, pipeline.start_run(spec, None, tmp_path / "plain"), "cpu").run_dir
+    assert "augment/examples" not in _event_images(plain)
