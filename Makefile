@@ -30,9 +30,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# mlptrain fit vs an idiomatic PyTorch loop, scikit-learn and the matmul floor (bench/README.md).
+# mlptrain fit vs an idiomatic PyTorch loop, scikit-learn and the matmul floor (bench/README.md);
+# ARGS passes options on: make bench ARGS="--only digits --repeat 5".
 bench: install bytecode
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py $(ARGS)
 
 # Regenerate the README's config reference from the pydantic models.
 docs: install
