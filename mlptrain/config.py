@@ -126,6 +126,10 @@ class DataSpec(Section):
     target: Union[str, list[str], None] = Field(
         None, description="csv/parquet: target column (a list of columns for multilabel or multi-output regression)."
     )
+    positive_class: Union[str, int, None] = Field(
+        None, description="Binary tasks: the class whose probability the output is (predict's `prob_<class>` column, "
+        "the PR curve's positive class); default the second of the two in sorted order (1 of 0 and 1, `yes` of no and yes).",
+    )
     features: Optional[list[str]] = Field(
         None, description="csv/parquet: feature columns; default all columns but the target and `id`."
     )
@@ -1286,6 +1290,9 @@ def task_inert(spec: Spec, task: str) -> list[str]:
     if task != "regression" and not spec.data.scale_target:
         found.append(InertKey(("data", "scale_target"), ("task",), False, task, (), "only regression reads it",
                               "set task: regression if the target holds quantities"))
+    if task != "binary" and spec.data.positive_class is not None:
+        found.append(InertKey(("data", "positive_class"), ("task",), spec.data.positive_class, task, (),
+                              "only binary reads it", "use it with a two-class target (task: binary)"))
     if task not in ("binary", "multiclass") and not spec.data.split.stratify:
         found.append(InertKey(("data", "split", "stratify"), ("task",), False, task, (), "only classification reads it",
                               "set task: binary or multiclass if the target holds classes"))

@@ -211,6 +211,33 @@ def test_binary_tasks_say_which_class_is_positive_in_validate_and_eval(tmp_path,
     assert "positive class" not in capsys.readouterr().out
 
 
+def test_data_positive_class_picks_the_class_the_output_is_the_probability_of(tmp_path, write_config, capsys):
+    rows = "".join(f"{i % 7},{(i * 3) % 5},{'yes' if (i % 7) + (i * 3) % 5 > 5 else 'no'}\n" for i in range(60))
+    (tmp_path / "d.csv").write_text("a,b,answer\n" + rows)
+    base = ("data: {name: csv, path: d.csv, target: answer%s}\nmodel: {hidden: [4]}\n"
+            "train: {epochs: 3, device: cpu}\nlogging: {progress: none, tensorboard: false}\n")
+    probs = {}
+    for name, extra in (("default", ""), ("no", ", positive_class: 'no'")):
+        cfg = write_config(base % extra, f"{name}.yaml")
+        assert main(["fit", str(cfg), "--run-dir", str(tmp_path / name)]) == 0
+        best = str(tmp_path / name / "checkpoints" / "best.pt")
+        assert main(["predict", best, str(tmp_path / "d.csv"), "-o", str(tmp_path / f"{name}.csv")]) == 0
+        with open(tmp_path / f"{name}.csv") as f:
+            probs[name] = list(csv.DictReader(f))
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "no" / "checkpoints" / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["positive_class"] == "no"
+    # the classes in output order: the positive one last, as class_names keeps them
+    assert list(probs["default"][0]) == ["prediction", "prob_no", "prob_yes"]
+    assert list(probs["no"][0]) == ["prediction", "prob_yes", "prob_no"]
+    for r in probs["no"]:  # the output is now the probability of 'no'
+        assert (r["prediction"] == "no") == (float(r["prob_no"]) > 0.5)
+    assert main(["validate", str(write_config(base % ", positive_class: maybe", "bad.yaml"))]) == 3
+    assert "data.positive_class = 'maybe' is not a class of the target; the classes are: no, yes" in capsys.readouterr().err
+    assert main(["validate", str(write_config("data: {name: iris, positive_class: 1}\n", "iris.yaml"))]) == 2
+    assert "data.positive_class = 1 changes nothing with task = 'multiclass' (only binary reads it)" in capsys.readouterr().err
+
+
 def test_csv_example_predicts_class_names_and_eval_on_new_file(tmp_path, capsys):
     run_dir = tmp_path / "csv"
     assert main(["fit", str(CONFIGS / "csv_example.yaml"), "--run-dir", str(run_dir), "--set", "train.epochs=5"]) == 0

@@ -78,13 +78,22 @@ def infer_task(table: Table) -> str:
     return "regression"
 
 
-def _class_names(table: Table, task: str) -> list[str]:
+def _class_names(table: Table, task: str, positive: Any = None, source: str = "") -> list[str]:
+    """The classes in output order: sorted, or the set's own; a binary task's ``positive`` class (data.positive_class)
+    goes second, as the class the output is the probability of."""
     if task == "multilabel":  # one output per target column (a built-in set's class names are not its columns)
         return list(table.target_names)
     if table.class_names is not None:
-        return list(table.class_names)
-    values = np.unique(table.y.reshape(-1))
-    return [str(v.item() if hasattr(v, "item") else v) for v in values]
+        names = list(table.class_names)
+    else:
+        names = [str(v.item() if hasattr(v, "item") else v) for v in np.unique(table.y.reshape(-1))]
+    if task != "binary" or positive is None or len(names) != 2:
+        return names
+    key = _class_key(str(positive), {n: i for i, n in enumerate(names)})
+    if key not in names:
+        raise DataError(f"{source}: data.positive_class = {positive!r} is not a class of the target; "
+                        f"the classes are: {', '.join(names)}")
+    return [n for n in names if n != key] + [key]
 
 
 def check_targets(table: Table, source: str) -> None:
@@ -296,7 +305,7 @@ def prepare(
     if len(main.x) == 0:
         raise DataError(f"{source}: no rows")
     if task in ("binary", "multiclass") and fresh:
-        names = _class_names(main, task)
+        names = _class_names(main, task, spec.positive_class, source)
         if len(names) < 2:
             raise DataError(
                 f"{source}: the target has a single class ({names[0]}); classification needs at least two: check that "
@@ -363,7 +372,7 @@ def prepare(
             "task": task,
             "feature_names": list(main.feature_names),
             "target_names": list(main.target_names),
-            "class_names": _class_names(main, task) if task != "regression" else [],
+            "class_names": _class_names(main, task, spec.positive_class, source) if task != "regression" else [],
             "scaler": None,
             "target_mean": None,
             "target_std": None,
