@@ -499,6 +499,7 @@ KEY_CHANGES: dict[str, Union[Case, list[Case]]] = {
     "data.val_path": C(None, "@val.csv", D, ("sizes", "val_x"), **CSV, data__train_path="@a.csv"),
     "data.test_path": C(None, "@val.csv", D, ("sizes", "test_x"), **CSV, data__train_path="@a.csv"),
     "data.target": C("y", "z", D, "train_y", data__name="csv", data__path="@a.csv"),
+    "data.positive_class": C(None, "0", D, "train_y", data__name="moons"),  # class 0's rows become the 1s
     "data.features": C(None, ["x0"], D, "in_features", **CSV, data__path="@a.csv"),
     "data.id": C(None, "id", D, "in_features", **NO_ID, data__missing="impute_mean"),
     "data.categorical": C(None, ["code"], D, ("in_features", "train_x"), **IMPUTE),
