@@ -451,7 +451,6 @@ class RegularizationSpec(Section):
         return self.penalized or self.max_norm is not None or self.activation_l1 > 0 or self.weight_noise > 0
 
 
-
 class ActivationSpec(NamedSection):
     """A hidden-layer nonlinearity; the parameters apply to the activation that names them."""
 
